@@ -1,0 +1,5 @@
+"""Downgrade Lab: simulate STARTTLS downgrade attacks and judge whether SMTP senders honour MTA-STS."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

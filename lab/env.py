@@ -1,0 +1,36 @@
+"""`LabEnv`: what a sender under test needs to know about a running lab."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LabEnv:
+    """Addresses and trust anchors of a running lab.
+
+    In the loopback topology every lab host resolves to 127.0.0.1 and is told apart by port:
+    `ports` maps a host name (MX names, `mta-sts.<domain>`, ...) to the TCP port where that
+    host listens. Senders that accept a port map (the built-in ones) use it; real MTAs run in
+    the isolated topology, where every host has its own address and real port.
+    """
+
+    domain: str
+    dns_host: str
+    dns_port: int
+    ca_file: Path  # PEM bundle that trusts the lab CA (and nothing else)
+    ports: Mapping[str, int] = field(default_factory=dict)
+    host_addresses: Mapping[str, str] = field(default_factory=dict)  # host name -> IP
+    topology: str = "loopback"
+    workdir: Path | None = None  # private temp dir of the lab (0700)
+
+    def address(self, host: str, default_port: int) -> tuple[str, int]:
+        """Where to connect for `host` (a lab name) on its service port."""
+        name = host.lower().rstrip(".")
+        ip = self.host_addresses.get(name, "127.0.0.1")
+        return ip, self.ports.get(name, default_port)
+
+    def port_for_ip(self, host: str, ip: str, default_port: int) -> int:
+        return self.ports.get(host.lower().rstrip("."), default_port)

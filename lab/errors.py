@@ -1,0 +1,26 @@
+"""The one error hierarchy of the lab. Every error a user can cause is a `LabError`."""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Root of every error the lab raises on purpose."""
+
+
+class ScenarioError(LabError):
+    """A scenario file is malformed: names the file, the key and what is allowed."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(where + message)
+
+
+class ServiceError(LabError):
+    """A lab service failed (bind, handler error). Never the sender's fault."""
+
+
+class SenderError(LabError):
+    """A sender adapter could not start or run (not installed, bad template, ...)."""

@@ -1,0 +1,189 @@
+"""The scenario's world as frozen values: what DNS, the policy host, the receiver and the
+attacker do. Pure data, shared by the loader (`lab.scenario`), the services and the verdicts."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+# Outcome words of DESIGN §4. "delivered" is only ever an expectation: either delivered-* counts.
+OUTCOMES = ("delivered-tls", "delivered-plaintext", "delivered", "not-delivered")
+OBSERVABLE_OUTCOMES = ("delivered-tls", "delivered-plaintext", "not-delivered")
+CERT_VARIANTS = ("valid", "expired", "wrong-name", "untrusted", "self-signed")
+MODES = ("enforce", "testing", "none")
+DNS_FAULTS = ("servfail", "nxdomain", "timeout")
+BLOCK_HOWS = ("refused", "reset", "timeout")
+
+# The attack registry: kind -> (where it acts, the table keys it accepts).
+# Invariant: every kind acts in exactly one place; "proxy" attacks honour `hosts`.
+ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
+    "strip-starttls": ("proxy", frozenset({"hosts"})),
+    "reject-starttls": ("proxy", frozenset({"hosts"})),
+    "corrupt-starttls": ("proxy", frozenset({"hosts"})),
+    "intercept-tls": ("proxy", frozenset({"hosts", "cert"})),
+    "inject-response": ("proxy", frozenset({"hosts"})),
+    "spoof-mx": ("dns", frozenset({"hosts", "cert"})),
+    "drop-sts-txt": ("dns", frozenset()),
+    "drop-tlsrpt-txt": ("dns", frozenset()),
+    "block-policy-fetch": ("policy", frozenset({"how"})),
+}
+ATTACK_DEFAULTS: dict[str, dict[str, str]] = {
+    "intercept-tls": {"cert": "self-signed"},
+    "spoof-mx": {"cert": "valid"},
+    "block-policy-fetch": {"how": "refused"},
+}
+
+TxtRecord = tuple[str, ...]  # one TXT record: its character-strings, joined by readers
+
+
+@dataclass(frozen=True)
+class Attack:
+    kind: str
+    hosts: tuple[str, ...] | None = None  # None: every MX host
+    cert: str | None = None  # intercept-tls / spoof-mx: the attacker's certificate
+    how: str | None = None  # block-policy-fetch: refused | reset | timeout
+
+    @property
+    def layer(self) -> str:
+        return ATTACKS[self.kind][0]
+
+    def applies_to(self, host: str) -> bool:
+        return self.hosts is None or host.lower().rstrip(".") in self.hosts
+
+    def describe(self) -> str:
+        extra = [f"{k}={v}" for k, v in (("cert", self.cert), ("how", self.how)) if v]
+        if self.hosts is not None:
+            extra.append("hosts=" + ",".join(self.hosts))
+        return self.kind + (f"({', '.join(extra)})" if extra else "")
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    mx: tuple[str, ...]
+    sts_txt: str | tuple[TxtRecord, ...] = "auto"  # "auto" or the records
+    tlsrpt_txt: str | tuple[TxtRecord, ...] = "auto"
+    cname: tuple[tuple[str, str], ...] = ()
+    fault: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    mode: str = "enforce"
+    mx: tuple[str, ...] = ()
+    max_age: int = 604800
+    raw: str | None = None
+    status: int = 200
+    content_type: str = "text/plain"
+    cert: str = "valid"
+    delay_s: float = 0.0
+    redirect: str | None = None
+
+    def body(self) -> bytes:
+        """The bytes the policy host serves (RFC 8461 §3.2 layout, CRLF line ends)."""
+        if self.raw is not None:
+            return self.raw.encode("utf-8")
+        lines = ["version: STSv1", f"mode: {self.mode}"]
+        lines += [f"mx: {mx}" for mx in self.mx]
+        lines.append(f"max_age: {self.max_age}")
+        return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+    def auto_id(self) -> str:
+        """The `id=` of the auto TXT record: changes whenever the served policy changes."""
+        digest = hashlib.sha256(self.body() + f"|{self.status}|{self.content_type}".encode())
+        return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ReceiverSpec:
+    starttls: bool = True
+    cert: str = "valid"
+
+
+@dataclass(frozen=True)
+class MessageSpec:
+    to: str = "bob@example.test"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def domain(self) -> str:
+        return self.to.rpartition("@")[2].lower()
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything the lab builds for one step."""
+
+    domain: str
+    dns: DnsSpec
+    policy: PolicySpec | None
+    receiver: ReceiverSpec
+    message: MessageSpec
+
+    @property
+    def policy_host(self) -> str:
+        return f"mta-sts.{self.domain}"
+
+    @property
+    def tlsrpt_host(self) -> str:
+        return f"tlsrpt.{self.domain}"
+
+    def sts_records(self) -> tuple[TxtRecord, ...]:
+        if self.dns.sts_txt != "auto":
+            assert not isinstance(self.dns.sts_txt, str)
+            return self.dns.sts_txt
+        if self.policy is None:
+            return ()
+        return ((f"v=STSv1; id={self.policy.auto_id()}",),)
+
+    def tlsrpt_records(self) -> tuple[TxtRecord, ...]:
+        if self.dns.tlsrpt_txt != "auto":
+            assert not isinstance(self.dns.tlsrpt_txt, str)
+            return self.dns.tlsrpt_txt
+        rua = f"mailto:tlsrpt@{self.domain},https://{self.tlsrpt_host}/report"
+        return ((f"v=TLSRPTv1; rua={rua}",),)
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    world: World  # the world as it stands for this step (every earlier `set` applied)
+    attack: tuple[Attack, ...] = ()
+    expect: str = "delivered-tls"
+    tolerate: tuple[str, ...] = ()
+    because: str = ""
+    after_s: float = 0.0  # advance the sender's clock by this much before the step
+    report: tuple[str, ...] | None = None  # TLS-RPT result types expected; None: no check
+    deadline_s: float = 10.0
+
+    def attacks(self, layer: str) -> tuple[Attack, ...]:
+        return tuple(a for a in self.attack if a.layer == layer)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    path: str
+    title: str
+    summary: str = ""
+    rfc: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = field(default_factory=tuple)
+
+    @property
+    def domain(self) -> str:
+        return self.steps[0].world.domain
+
+    def mx_hosts(self) -> tuple[str, ...]:
+        """Every MX host any step of the scenario names, in first-seen order."""
+        seen: dict[str, None] = {}
+        for step in self.steps:
+            for host in step.world.dns.mx:
+                seen.setdefault(host, None)
+        return tuple(seen)
+
+    def needs(self) -> frozenset[str]:
+        """Sender capabilities the scenario needs (a sender lacking one is SKIP)."""
+        need = set()
+        if any(step.after_s for step in self.steps):
+            need.add("clock")
+        return frozenset(need)

@@ -1,0 +1,3 @@
+"""Adapters for senders under test (DESIGN §5)."""
+
+from __future__ import annotations

@@ -1,0 +1,70 @@
+"""The sender-under-test protocol (DESIGN §5) and the values it trades with the lab."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from lab.env import LabEnv
+
+SenderState = Literal["delivered", "deferred", "bounced", "unknown"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message to deliver. `token` is unique and appears only in the headers and body, so
+    whoever reads the token has read the message (the envelope carries no token)."""
+
+    token: str
+    mail_from: str
+    rcpt_to: str
+    data: bytes
+
+    @classmethod
+    def make(cls, rcpt_to: str, headers: tuple[tuple[str, str], ...] = (),
+             mail_from: str = "alice@sender.test") -> Message:
+        token = "DGLTOKEN" + uuid.uuid4().hex
+        msg = EmailMessage()
+        msg["From"] = mail_from
+        msg["To"] = rcpt_to
+        msg["Subject"] = f"Downgrade Lab probe {token}"
+        msg["Date"] = formatdate(localtime=False)
+        msg["Message-ID"] = make_msgid(domain="sender.test")
+        for name, value in headers:
+            msg[name] = value
+        msg.set_content(f"Confidential: the secret token is {token}.\n")
+        data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        return cls(token=token, mail_from=mail_from, rcpt_to=rcpt_to, data=data)
+
+
+@dataclass(frozen=True)
+class SendReport:
+    """The sender's own view of one delivery attempt."""
+
+    state: SenderState
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"state": self.state, "detail": self.detail, **self.extra}
+
+
+@runtime_checkable
+class Sender(Protocol):
+    name: str
+    capabilities: frozenset[str]  # e.g. {"mta-sts", "tls-rpt", "clock", "queue-state"}
+
+    async def start(self, env: LabEnv) -> None: ...
+
+    async def send(self, message: Message, deadline: float) -> SendReport: ...
+
+    async def stop(self) -> None: ...
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left until `deadline` (a `time.monotonic()` value), never negative."""
+    return max(0.0, deadline - time.monotonic())

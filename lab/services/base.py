@@ -1,0 +1,74 @@
+"""The one service shape (STYLE.md habit 4): `async start()`, idempotent `async stop()`,
+`async with`, and `check()` re-raising any error recorded inside a handler."""
+
+from __future__ import annotations
+
+import ipaddress
+from types import TracebackType
+from typing import Self
+
+from lab.errors import ServiceError
+
+
+def require_lab_address(host: str) -> str:
+    """Refuse to bind or connect anywhere but loopback (the lab never touches a real network).
+
+    Addresses inside the lab's own network namespace are loopback there too (127/8 routes to
+    `lo`), so this one rule covers both topologies."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ServiceError(f"not an IP address: {host!r} (the lab binds addresses, not names)") from None
+    if not addr.is_loopback:
+        raise ServiceError(f"refusing non-loopback address {host!r}: the lab stays on loopback")
+    return host
+
+
+class Service:
+    """Base class: subclasses implement `_start()` and `_stop()`; errors from handlers go
+    through `record_error()` and come back out of `check()`."""
+
+    name = "service"
+
+    def __init__(self) -> None:
+        self._started = False
+        self._errors: list[BaseException] = []
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self._start()
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        await self._stop()
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
+
+    def record_error(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+
+    def check(self) -> None:
+        """Re-raise the first error a handler recorded (then forget them)."""
+        if self._errors:
+            first, self._errors = self._errors[0], []
+            raise ServiceError(f"{self.name}: handler failed: {first!r}") from first
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
