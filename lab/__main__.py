@@ -1,0 +1,9 @@
+"""`python -m lab` is the `downgrade-lab` command."""
+
+from __future__ import annotations
+
+import sys
+
+from lab.cli import main
+
+sys.exit(main())

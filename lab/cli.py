@@ -1,0 +1,201 @@
+"""The `downgrade-lab` command (DESIGN §7). `main(argv)` is a library call: it returns the exit
+status instead of exiting, and reads streams and colour from an `Environment`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import IO
+
+from lab.errors import LabError, ScenarioError
+from lab.model import Scenario
+
+
+class ExitStatus(IntEnum):
+    OK = 0  # every expectation met
+    FAILED = 1  # some expectation failed (or the lab erred)
+    USAGE = 2  # bad usage or bad scenario
+
+
+@dataclass
+class Environment:
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+
+    @property
+    def is_terminal(self) -> bool:
+        return bool(getattr(self.stdout, "isatty", lambda: False)())
+
+    @property
+    def colour(self) -> bool:
+        return self.is_terminal and not os.environ.get("NO_COLOR")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so `main` stays a library call."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+class UsageError(LabError):
+    pass
+
+
+DEFAULT_SCENARIOS = "scenarios"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="downgrade-lab", description="Simulate STARTTLS downgrade attacks and "
+                "judge whether SMTP senders honour MTA-STS (RFC 8461).")
+    p.add_argument("--traceback", action="store_true", help="show tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run scenarios against senders and print the matrix")
+    run.add_argument("paths", nargs="*", metavar="PATH", help="scenario files or folders "
+                     f"(default: {DEFAULT_SCENARIOS}/)")
+    run.add_argument("--sender", action="append", dest="senders", metavar="NAME",
+                     help="sender to test (repeat; default: every built-in sender)")
+    run.add_argument("--isolate", action="store_true", help="run in a private network namespace")
+    run.add_argument("--json", type=Path, metavar="FILE", help="write the run record as JSON")
+    run.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
+    run.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report")
+    run.add_argument("-k", dest="keyword", metavar="EXPR", help="only scenarios matching EXPR "
+                     "(words match id, title, tags, conformance ids; and/or/not)")
+    run.add_argument("-j", dest="jobs", type=int, default=0, metavar="N",
+                     help="pairs run at once (default: 4)")
+
+    ls = sub.add_parser("list", help="list scenarios with titles and conformance ids")
+    ls.add_argument("paths", nargs="*", metavar="PATH")
+
+    sub.add_parser("senders", help="sender adapters, and whether each can run here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    env = env or Environment()
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    show_tb = "--traceback" in args_list
+    try:
+        args = build_parser().parse_args(args_list)
+        return int(_dispatch(args, env))
+    except ScenarioError as exc:
+        env.stderr.write(f"downgrade-lab: bad scenario: {exc}\n")
+        return ExitStatus.USAGE
+    except UsageError as exc:
+        env.stderr.write(f"{exc}\n")
+        return ExitStatus.USAGE
+    except LabError as exc:
+        env.stderr.write(f"downgrade-lab: {exc}\n")
+        return ExitStatus.USAGE
+    except KeyboardInterrupt:
+        env.stderr.write("downgrade-lab: interrupted\n")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
+        if show_tb:
+            traceback.print_exc(file=env.stderr)
+        else:
+            env.stderr.write(f"downgrade-lab: internal error: {exc!r} (run with --traceback)\n")
+        return ExitStatus.FAILED
+
+
+def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    if args.command == "run":
+        return _cmd_run(args, env)
+    if args.command == "list":
+        return _cmd_list(args, env)
+    if args.command == "senders":
+        return _cmd_senders(env)
+    raise UsageError(f"unknown command {args.command!r}")
+
+
+def _scenarios(paths: Sequence[str], keyword: str | None = None) -> list[Scenario]:
+    from lab.scenario import discover, select
+
+    scenarios = discover(paths or [DEFAULT_SCENARIOS])
+    if keyword:
+        try:
+            scenarios = select(scenarios, keyword)
+        except ValueError as exc:
+            raise UsageError(f"downgrade-lab: -k {keyword!r}: {exc}") from None
+    return scenarios
+
+
+def _cmd_list(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from lab.report.terminal import render_list
+
+    rows = [(s.id, ",".join(s.rfc), s.title) for s in _scenarios(args.paths)]
+    render_list(rows, env.stdout)
+    return ExitStatus.OK
+
+
+def _cmd_senders(env: Environment) -> ExitStatus:
+    from lab.senders.registry import SENDERS
+
+    width = max(len(n) for n in SENDERS)
+    for name, info in SENDERS.items():
+        ok, why = info.available()
+        state = "ready" if ok else f"unavailable: {why}"
+        env.stdout.write(f"{name.ljust(width)}  {state:12}  {info.summary}\n")
+    return ExitStatus.OK
+
+
+def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from lab.report.junit import to_junit
+    from lab.report.terminal import render
+    from lab.runner import run_all
+    from lab.senders.registry import SENDERS, builtin_senders
+
+    if args.isolate:
+        raise UsageError("downgrade-lab: --isolate is not available in this version yet")
+    if args.html:
+        raise UsageError("downgrade-lab: --html is not available in this version yet")
+    if args.jobs < 0:
+        raise UsageError("downgrade-lab: -j takes a positive number")
+    senders = args.senders or builtin_senders()
+    for name in senders:
+        if name not in SENDERS:
+            raise UsageError(f"downgrade-lab: unknown sender {name!r} (known: {', '.join(SENDERS)})")
+        ok, why = SENDERS[name].available()
+        if not ok:
+            raise UsageError(f"downgrade-lab: sender {name!r} cannot run here: {why}")
+    scenarios = _scenarios(args.paths, args.keyword)
+    if not scenarios:
+        raise UsageError("downgrade-lab: no scenario matches")
+    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or 4, env)).as_json()
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+    if args.junit:
+        args.junit.write_bytes(to_junit(record))
+    render(record, env.stdout, colour=env.colour)
+    return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
+
+
+async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
+                             env: Environment):  # type: ignore[no-untyped-def]
+    from lab.runner import PairResult, run_all
+
+    total = len(scenarios) * len(senders)
+    if not env.is_terminal:
+        return await run_all(scenarios, senders, jobs=jobs)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    counts = {"PASS": 0, "WEAK": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0}
+    with Progress(TextColumn("[bold]running"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), transient=True) as bar:
+        task = bar.add_task("", total=total)
+
+        def tick(result: PairResult) -> None:
+            counts[result.judgement.verdict] += 1
+            desc = "  ".join(f"{v} {n}" for v, n in counts.items() if n)
+            bar.update(task, advance=1, description=desc)
+
+        return await run_all(scenarios, senders, jobs=jobs, progress=tick)

@@ -1,0 +1,103 @@
+"""The conformance matrix on a terminal (rich) or as plain text (pipes, CI logs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+STYLE = {"PASS": "bold green", "WEAK": "bold yellow", "FAIL": "bold red", "SKIP": "dim",
+         "ERROR": "bold magenta"}
+
+
+def cell_outcome(result: dict[str, Any]) -> str:
+    """The observed outcome shown in a cell: the deciding step's (first non-PASS), else the last."""
+    steps = result.get("steps") or []
+    for step in steps:
+        if step.get("verdict") != "PASS":
+            return str(step.get("outcome", ""))
+    return str(steps[-1].get("outcome", "")) if steps else ""
+
+
+def _grid(record: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    scenarios: dict[str, None] = {}
+    senders: dict[str, None] = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in record["results"]:
+        scenarios.setdefault(r["scenario"], None)
+        senders.setdefault(r["sender"], None)
+        cells[(r["scenario"], r["sender"])] = r
+    return list(scenarios), list(senders), cells
+
+
+def reasons(record: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(verdict, scenario, sender, one-line reason) for every cell that is not a plain PASS."""
+    return [(r["verdict"], r["scenario"], r["sender"], r["reason"])
+            for r in record["results"] if r["verdict"] != "PASS"]
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    counts = record["summary"]
+    parts = [f"{counts[v]} {v}" for v in ("PASS", "WEAK", "FAIL", "SKIP", "ERROR")]
+    return ", ".join(parts) + f" in {record.get('duration_s', 0):.1f} s"
+
+
+def render(record: dict[str, Any], out: IO[str], *, colour: bool, width: int | None = None) -> None:
+    if colour:
+        _render_rich(record, Console(file=out, force_terminal=True, width=width,
+                                     highlight=False))
+    else:
+        _render_plain(record, out)
+
+
+def _render_rich(record: dict[str, Any], console: Console) -> None:
+    scenarios, senders, cells = _grid(record)
+    table = Table(title="MTA-STS downgrade matrix", show_lines=False)
+    table.add_column("scenario", style="bold")
+    for name in senders:
+        table.add_column(name)
+    for sid in scenarios:
+        row: list[Text | str] = [sid]
+        for name in senders:
+            r = cells.get((sid, name))
+            if r is None:
+                row.append("")
+                continue
+            row.append(Text.assemble((r["verdict"], STYLE[r["verdict"]]), " ",
+                                     (cell_outcome(r), "dim")))
+        table.add_row(*row)
+    console.print(table)
+    for verdict, sid, sender, reason in reasons(record):
+        console.print(Text.assemble((f"{verdict:5}", STYLE[verdict]), f" {sid} × {sender}: {reason}"))
+    console.print(summary_line(record))
+
+
+def _render_plain(record: dict[str, Any], out: IO[str]) -> None:
+    scenarios, senders, cells = _grid(record)
+    texts = {k: f"{r['verdict']} {cell_outcome(r)}".strip() for k, r in cells.items()}
+    first = max([len("scenario"), *map(len, scenarios)])
+    widths = [max([len(name), *(len(texts.get((s, name), "")) for s in scenarios)])
+              for name in senders]
+    lines = ["  ".join(["scenario".ljust(first), *(n.ljust(w) for n, w in zip(senders, widths, strict=True))])]
+    for sid in scenarios:
+        row = [sid.ljust(first)]
+        row += [texts.get((sid, n), "").ljust(w) for n, w in zip(senders, widths, strict=True)]
+        lines.append("  ".join(row).rstrip())
+    for verdict, sid, sender, reason in reasons(record):
+        lines.append(f"{verdict:5} {sid} x {sender}: {reason}")
+    lines.append(summary_line(record))
+    out.write("\n".join(lines) + "\n")
+
+
+def render_list(rows: Sequence[tuple[str, str, str]], out: IO[str]) -> None:
+    """`downgrade-lab list`: id, conformance ids, title."""
+    if not rows:
+        out.write("no scenarios\n")
+        return
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    for sid, rfc, title in rows:
+        out.write(f"{sid.ljust(w0)}  {rfc.ljust(w1)}  {title}\n")

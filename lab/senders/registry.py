@@ -1,0 +1,61 @@
+"""The sender adapters the lab knows, and whether each can run here (`downgrade-lab senders`)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lab.errors import SenderError
+from lab.senders.base import Sender
+
+
+@dataclass(frozen=True)
+class SenderInfo:
+    name: str
+    target: str  # "module:Class"
+    summary: str
+    builtin: bool = True  # runs in-process on loopback; real MTAs need --isolate
+
+    def factory(self) -> Callable[[], Sender]:
+        module, _, cls = self.target.partition(":")
+        factory: Callable[[], Sender] = getattr(importlib.import_module(module), cls)
+        return factory
+
+    def available(self) -> tuple[bool, str]:
+        """(can run here, why not). Adapters may define `available()` on their class."""
+        try:
+            factory = self.factory()
+        except (ImportError, AttributeError) as exc:
+            return False, f"adapter not importable: {exc}"
+        check = getattr(factory, "available", None)
+        if check is None:
+            return True, ""
+        ok, why = check()
+        return bool(ok), str(why)
+
+
+# The order here is the column order of the matrix. Invariant: names are unique.
+SENDERS: dict[str, SenderInfo] = {
+    info.name: info
+    for info in (
+        SenderInfo("reference", "lab.senders.reference:ReferenceSender",
+                   "RFC 8461 + RFC 8460 sender: the standard the matrix measures against"),
+        SenderInfo("opportunistic", "lab.senders.opportunistic:OpportunisticSender",
+                   "STARTTLS when offered, no certificate checks: the vulnerable default"),
+    )
+}
+
+
+def builtin_senders() -> list[str]:
+    return [name for name, info in SENDERS.items() if info.builtin and info.available()[0]]
+
+
+def make_sender(name: str) -> Sender:
+    info = SENDERS.get(name)
+    if info is None:
+        raise SenderError(f"unknown sender {name!r} (known: {', '.join(SENDERS)})")
+    ok, why = info.available()
+    if not ok:
+        raise SenderError(f"sender {name!r} cannot run here: {why}")
+    return info.factory()()

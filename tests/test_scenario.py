@@ -1,0 +1,173 @@
+"""The scenario loader: good files load with the worlds they describe; every malformed file is
+one ScenarioError naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.errors import ScenarioError
+from lab.scenario import discover, load_scenario, parse_duration, select
+
+GOOD = '''
+title = "t"
+rfc = ["A-01"]
+tags = ["strip"]
+[dns]
+mx = ["mx1.example.test", "MX2.example.test."]
+sts_txt = ["v=STSv1; id=1", ["v=STSv1; ", "id=2"]]
+cname = { "_mta-sts.example.test" = "sts.other.test" }
+fault = { "_smtp._tls.example.test" = "servfail" }
+[policy]
+mode = "testing"
+max_age = 86400
+[receiver]
+starttls = false
+[[step]]
+expect = "delivered"
+[[step]]
+attack = ["strip-starttls", { kind = "intercept-tls", cert = "wrong-name", hosts = ["mx2.example.test"] }]
+expect = "not-delivered"
+tolerate = ["delivered-plaintext"]
+because = "A-07"
+after = "2d"
+[step.set.policy]
+mode = "enforce"
+[step.set.receiver]
+starttls = true
+'''
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_good_scenario_builds_each_steps_world(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, GOOD))
+    first, second = s.steps
+    assert first.world.dns.mx == ("mx1.example.test", "mx2.example.test")
+    assert first.world.dns.sts_txt == (("v=STSv1; id=1",), ("v=STSv1; ", "id=2"))
+    assert first.world.policy is not None and first.world.policy.mode == "testing"
+    assert first.world.policy.mx == ("mx1.example.test", "mx2.example.test")  # default: dns.mx
+    assert first.world.receiver.starttls is False
+    # step.set applies from its step on; the earlier step keeps the old world
+    assert second.world.policy is not None and second.world.policy.mode == "enforce"
+    assert second.world.policy.max_age == 86400
+    assert second.world.receiver.starttls is True
+    assert [a.kind for a in second.attack] == ["strip-starttls", "intercept-tls"]
+    assert second.attack[1].cert == "wrong-name" and second.attack[1].hosts == ("mx2.example.test",)
+    assert second.attack[0].hosts is None
+    assert second.after_s == 2 * 86400 and second.tolerate == ("delivered-plaintext",)
+    assert s.needs() == {"clock"}
+
+
+def test_defaults_make_a_healthy_world(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, 'title = "t"\n[policy]\n[[step]]\nexpect = "delivered-tls"\n'))
+    w = s.steps[0].world
+    assert w.domain == "example.test" and w.dns.mx == ("mx1.example.test",)
+    assert w.policy is not None and (w.policy.mode, w.policy.max_age) == ("enforce", 604800)
+    assert w.policy.body() == b"version: STSv1\r\nmode: enforce\r\nmx: mx1.example.test\r\nmax_age: 604800\r\n"
+    (record,) = w.sts_records()
+    assert record[0].startswith("v=STSv1; id=")
+
+
+def test_auto_id_changes_with_the_policy(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, 'title = "t"\n[policy]\n[[step]]\nexpect = "delivered"\n'
+                            '[[step]]\nexpect = "delivered"\n[step.set.policy]\nmode = "testing"\n'))
+    assert s.steps[0].world.sts_records() != s.steps[1].world.sts_records()
+
+
+def test_no_policy_means_no_sts_record(tmp_path: Path) -> None:
+    s = load_scenario(write(tmp_path, 'title = "t"\n[[step]]\nexpect = "delivered"\n'))
+    assert s.steps[0].world.sts_records() == ()
+    assert s.steps[0].world.tlsrpt_records()  # TLS-RPT is published whether or not STS is
+
+
+STEP = '[[step]]\nexpect = "delivered"\n'
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    ('title = "t"\n[[step]\n', "", "bad TOML"),
+    ('title = "t"\ncolour = 1\n' + STEP, "colour", "unknown key"),
+    (STEP, "title", "missing"),
+    ('title = "t"\n', "step", "at least one"),
+    ('title = "t"\n[[step]]\nattack = []\n', "step[0].expect", "missing"),
+    ('title = "t"\n[[step]]\nexpect = "maybe"\n', "step[0].expect", "'maybe' is not one of"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = ["nuke"]\n', "step[0].attack[0].kind", "'nuke'"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{kind="strip-starttls", how="reset"}]\n',
+     "step[0].attack[0].how", "takes no"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{kind="strip-starttls", hosts=["mx9.example.test"]}]\n',
+     "step[0].attack[0].hosts", "not an MX host"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{cert="expired"}]\n', "step[0].attack[0].kind", "missing"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{kind="intercept-tls", cert="shiny"}]\n',
+     "step[0].attack[0].cert", "'shiny'"),
+    ('title = "t"\n[receiver]\nstarttls = "yes"\n' + STEP, "receiver.starttls", "true or false"),
+    ('title = "t"\n[policy]\nmax_age = "week"\n' + STEP, "policy.max_age", "whole number"),
+    ('title = "t"\n[policy]\nmode = "strict"\n' + STEP, "policy.mode", "'strict'"),
+    ('title = "t"\n[policy]\nstatus = 999\n' + STEP, "policy.status", "out of range"),
+    ('title = "t"\n[policy]\nredirect = "elsewhere"\n' + STEP, "policy.redirect", "absolute path"),
+    ('title = "t"\n[dns]\nmx = "mx1.example.test"\n' + STEP, "dns.mx", "list of host names"),
+    ('title = "t"\n[dns]\nmx = ["not a host"]\n' + STEP, "dns.mx[0]", "not a host name"),
+    ('title = "t"\n[dns]\nsts_txt = 3\n' + STEP, "dns.sts_txt", "auto"),
+    ('title = "t"\n[dns]\nfault = { "x.example.test" = "explode" }\n' + STEP, "dns.fault.x.example.test", "'explode'"),
+    ('title = "t"\n[message]\nto = "nobody"\n' + STEP, "message.to", "not an address"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\ntolerate = ["delivered"]\n', "step[0].tolerate", "already"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\n[[step]]\nexpect = "delivered"\nafter = "soon"\n',
+     "step[1].after", "not a duration"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nafter = "1d"\n', "step[0].after", "first step"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\n[step.set]\nweather = 1\n', "step[0].set.weather", "unknown key"),
+    ('title = "t"\nrfc = ["RFC8461"]\n' + STEP, "rfc[0]", "not a CONFORMANCE.md id"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+def test_malformed_scenario_names_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert info.value.file == str(path)
+    assert info.value.key == key
+    assert words in info.value.message
+    assert "\n" not in str(info.value).strip() or "TOML" in str(info.value)
+
+
+def test_not_utf8_is_a_scenario_error(tmp_path: Path) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_bytes(b"title = \"\xff\"\n")
+    with pytest.raises(ScenarioError, match="UTF-8"):
+        load_scenario(p)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("2d", 172800), ("36h", 129600), ("90m", 5400), ("30s", 30), ("1w", 604800), ("45", 45), (7, 7),
+])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1d", "2y", "1d2h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_discover_ids_and_select(tmp_path: Path) -> None:
+    (tmp_path / "strip").mkdir()
+    write(tmp_path / "strip", 'title = "Stripped"\ntags = ["enforce"]\n' + STEP, "warm.toml")
+    write(tmp_path, 'title = "Honest"\n' + STEP, "baseline.toml")
+    found = discover([tmp_path])
+    assert [s.id for s in found] == ["baseline", "strip/warm"]
+    assert [s.id for s in discover([tmp_path / "strip" / "warm.toml"])] == ["warm"]
+    assert [s.id for s in select(found, "strip")] == ["strip/warm"]
+    assert [s.id for s in select(found, "not enforce")] == ["baseline"]
+    assert [s.id for s in select(found, "honest or (strip and enforce)")] == ["baseline", "strip/warm"]
+    with pytest.raises(ValueError):
+        select(found, "strip and")
+    with pytest.raises(ScenarioError, match="no such file"):
+        discover([tmp_path / "missing"])
+
+
+def test_the_catalogue_loads() -> None:
+    scenarios = discover([Path(__file__).parent.parent / "scenarios"])
+    assert scenarios, "the catalogue is empty"
+    assert len({s.id for s in scenarios}) == len(scenarios)
