@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("paths", nargs="*", metavar="PATH")
 
     sub.add_parser("senders", help="sender adapters, and whether each can run here")
+
+    cov = sub.add_parser("coverage", help="write the CONFORMANCE id -> scenarios page")
+    cov.add_argument("paths", nargs="*", metavar="PATH")
+    cov.add_argument("-o", "--output", default="docs/conformance.md", metavar="FILE",
+                     help="where to write it ('-' for standard output; default: %(default)s)")
+    cov.add_argument("--check", action="store_true",
+                     help="write nothing; exit 1 if FILE differs from what would be written")
     return p
 
 
@@ -114,6 +121,8 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return _cmd_list(args, env)
     if args.command == "senders":
         return _cmd_senders(env)
+    if args.command == "coverage":
+        return _cmd_coverage(args, env)
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -134,6 +143,26 @@ def _cmd_list(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
     rows = [(s.id, ",".join(s.rfc), s.title) for s in _scenarios(args.paths)]
     render_list(rows, env.stdout)
+    return ExitStatus.OK
+
+
+def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from lab.conformance import render_markdown
+
+    page = render_markdown(_scenarios(args.paths))
+    if args.output == "-":
+        env.stdout.write(page)
+        return ExitStatus.OK
+    out = Path(args.output)
+    if args.check:
+        current = out.read_text() if out.exists() else ""
+        if current != page:
+            env.stderr.write(f"downgrade-lab: {out} is stale: run `downgrade-lab coverage`\n")
+            return ExitStatus.FAILED
+        return ExitStatus.OK
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    env.stdout.write(f"wrote {out}\n")
     return ExitStatus.OK
 
 

@@ -77,9 +77,23 @@ class PolicySpec:
     cert: str = "valid"
     delay_s: float = 0.0
     redirect: str | None = None
+    pad_to: int = 0  # oversized body: pad with an unknown-key line placed first (F-06)
+    trickle_s: float = 0.0  # send the body slowly, spread over this many seconds (F-06)
 
     def body(self) -> bytes:
         """The bytes the policy host serves (RFC 8461 §3.2 layout, CRLF line ends)."""
+        return self._pad(self._text())
+
+    def _pad(self, text: bytes) -> bytes:
+        missing = self.pad_to - len(text)
+        if missing <= 0:
+            return text
+        # An unknown key (P-03) before the real lines: a sender that truncates at its size cap
+        # loses the policy lines rather than reading a plausible-looking prefix.
+        filler = b"padding: " + b"x" * max(1, missing - len(b"padding: \r\n")) + b"\r\n"
+        return filler + text
+
+    def _text(self) -> bytes:
         if self.raw is not None:
             return self.raw.encode("utf-8")
         lines = ["version: STSv1", f"mode: {self.mode}"]

@@ -92,18 +92,20 @@ class PKI:
         if variant == "self-signed":
             return _self_signed(host)
         ca = self._ca
-        kwargs: dict[str, object] = {}
+        not_before: dt.datetime | None = None
+        not_after: dt.datetime | None = None
         names = [host]
         if variant == "expired":
             now = dt.datetime.now(dt.UTC)
-            kwargs = {"not_before": now - dt.timedelta(days=30), "not_after": now - dt.timedelta(days=1)}
+            not_before, not_after = now - dt.timedelta(days=30), now - dt.timedelta(days=1)
         elif variant == "wrong-name":
             names = [WRONG_NAME]
         elif variant == "untrusted":
             if self._rogue_ca is None:
                 self._rogue_ca = trustme.CA(organization_name="Untrusted Rogue CA")
             ca = self._rogue_ca
-        leaf = ca.issue_cert(*names, common_name=names[0], **kwargs)
+        leaf = ca.issue_cert(*names, common_name=names[0], not_before=not_before,
+                             not_after=not_after)
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
         return chain, leaf.private_key_pem.bytes()
 

@@ -39,7 +39,8 @@ TOP_KEYS = {"title", "summary", "rfc", "tags", "dns", "message", "policy", "rece
 DNS_KEYS = {"mx", "sts_txt", "tlsrpt_txt", "cname", "fault"}
 MESSAGE_KEYS = {"to", "headers"}
 POLICY_KEYS = {"mode", "mx", "max_age", "raw", "status", "content_type", "cert", "delay_s",
-               "redirect"}
+               "redirect", "pad_to", "trickle_s"}
+MAX_PAD = 16 * 1024 * 1024
 RECEIVER_KEYS = {"starttls", "cert"}
 STEP_KEYS = {"attack", "expect", "tolerate", "because", "set", "after", "report", "deadline_s"}
 SET_KEYS = {"dns", "policy", "receiver"}
@@ -204,6 +205,10 @@ def _policy(ctx: _Ctx, raw: Any, base: PolicySpec, key: str) -> PolicySpec:
         changes["cert"] = ctx.choice(t["cert"], f"{key}.cert", CERT_VARIANTS)
     if "delay_s" in t:
         changes["delay_s"] = ctx.number(t["delay_s"], f"{key}.delay_s", 0, MAX_DEADLINE_S)
+    if "pad_to" in t:
+        changes["pad_to"] = ctx.integer(t["pad_to"], f"{key}.pad_to", 0, MAX_PAD)
+    if "trickle_s" in t:
+        changes["trickle_s"] = ctx.number(t["trickle_s"], f"{key}.trickle_s", 0, MAX_DEADLINE_S)
     if "redirect" in t:
         path = ctx.string(t["redirect"], f"{key}.redirect")
         if not path.startswith("/") or path == "/.well-known/mta-sts.txt":
@@ -403,7 +408,7 @@ _TOKEN = re.compile(r"\(|\)|[^\s()]+")
 def select(scenarios: Sequence[Scenario], expr: str) -> list[Scenario]:
     """Filter with a pytest-like `-k` expression: words match (case-insensitive substring) the
     id, the title, a tag or a conformance id; `and`, `or`, `not` and parentheses combine them."""
-    tokens = _TOKEN.findall(expr)
+    tokens: list[str] = _TOKEN.findall(expr)
     if not tokens:
         return list(scenarios)
 

@@ -34,4 +34,5 @@ def to_junit(record: dict[str, Any]) -> bytes:
             ET.SubElement(case, "properties").append(
                 ET.Element("property", {"name": "verdict", "value": f"WEAK: {reason}"}))
         ET.SubElement(case, "system-out").text = json.dumps(r, indent=1)
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+    data: bytes = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return data

@@ -1,0 +1,203 @@
+"""`Lab`: builds and runs the services of one scenario (DESIGN §2, §3).
+
+Loopback topology: every service on 127.0.0.1 with an ephemeral port. The MX names resolve to
+127.0.0.1 and the port map sends the sender to the attacker's proxy listener for that MX; the
+proxy forwards to the genuine receiver's listener for the same MX. So the attacker is always on
+path, and an honest step is simply one where it changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from lab.env import LabEnv
+from lab.errors import LabError
+from lab.model import Attack, Scenario, Step
+from lab.pki import PKI
+from lab.senders.base import Message, SendReport
+from lab.services.base import Service
+from lab.services.dns import ATTACKER_MX, DnsServer, build_zone
+from lab.services.mitm import MitmProxy
+from lab.services.policyhost import PolicyHost
+from lab.services.receiver import Receiver
+from lab.verdict import Evidence, Stored
+
+LOOPBACK = "127.0.0.1"
+POLL_S = 0.01
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON values from service records (dataclasses, bytes, tuples)."""
+    method = getattr(value, "to_json", None)
+    if callable(method):
+        return method()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+class Lab:
+    """An async context manager: `async with Lab(scenario) as lab:` then, per step,
+    `await lab.prepare(step)`, let the sender deliver, and `lab.collect(...)`."""
+
+    def __init__(self, scenario: Scenario, *, pki: PKI | None = None) -> None:
+        self.scenario = scenario
+        self.domain = scenario.domain
+        self._own_pki = pki is None
+        self.pki = pki or PKI()
+        hosts = scenario.mx_hosts()
+        self.receiver = Receiver(self.pki, hosts, {self.domain}, bind_host=LOOPBACK)
+        self.policyhost = PolicyHost(self.pki, self.domain, bind_host=LOOPBACK)
+        self.dns = DnsServer(bind_host=LOOPBACK)
+        self.proxy: MitmProxy | None = None
+        self._started: list[Service] = []
+        self._env: LabEnv | None = None
+
+    @property
+    def env(self) -> LabEnv:
+        if self._env is None:
+            raise LabError("the lab is not running")
+        return self._env
+
+    async def start(self) -> None:
+        try:
+            for service in (self.receiver, self.policyhost, self.dns):
+                await service.start()
+                self._started.append(service)
+            hosts = self.scenario.mx_hosts()
+            upstreams = {h: self.receiver.addresses[h] for h in hosts}
+            if self._spoofed():
+                # spoof-mx: the attacker's own MX relays to the genuine receiver it displaced
+                upstreams[ATTACKER_MX] = self.receiver.addresses[hosts[0]]
+            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki)
+            await self.proxy.start()
+            self._started.append(self.proxy)
+        except BaseException:
+            await self.stop()
+            raise
+        ports = {host: port for host, port in self.proxy.ports.items()}
+        ports[f"mta-sts.{self.domain}"] = self.policyhost.port
+        addresses = dict.fromkeys([*ports, f"tlsrpt.{self.domain}"], LOOPBACK)
+        self._addresses = addresses
+        self._env = LabEnv(domain=self.domain, dns_host=LOOPBACK, dns_port=self.dns.port,
+                           ca_file=self.pki.ca_file, ports=ports, host_addresses=addresses,
+                           workdir=self.pki.dir)
+
+    def _spoofed(self) -> bool:
+        return any(a.kind == "spoof-mx" for step in self.scenario.steps for a in step.attack)
+
+    async def stop(self) -> None:
+        """Stop every service that started, in reverse order. Idempotent."""
+        while self._started:
+            await self._started.pop().stop()
+        self._env = None
+        if self._own_pki:
+            self.pki.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def prepare(self, step: Step) -> None:
+        """Set the world and the attacks for `step`, and forget what earlier steps recorded."""
+        assert self.proxy is not None
+        world = step.world
+        self.dns.set_zone(build_zone(world, self._addresses, step.attacks("dns")))
+        policy = world.policy
+        trickle = policy.trickle_s / max(1, len(policy.body())) if policy and policy.trickle_s else 0.0
+        self.policyhost.configure(policy, step.attacks("policy"), trickle_s=trickle)
+        self.receiver.configure(world.receiver)
+        proxy_attacks = list(step.attacks("proxy"))
+        for spoof in step.attacks("dns"):
+            if spoof.kind == "spoof-mx":
+                # The attacker's MX holds a certificate valid for its own name and reads the mail.
+                proxy_attacks.append(Attack("intercept-tls", hosts=(ATTACKER_MX,),
+                                            cert=spoof.cert or "valid"))
+        self.proxy.set_attacks(proxy_attacks)
+        self.dns.take_queries()
+        self.policyhost.take_requests()
+        self.receiver.take_messages()
+        self.proxy.take_records()
+
+    async def wait_for(self, token: str, deadline: float) -> bool:
+        """Wait until the genuine receiver stored a message carrying `token`, or `deadline`."""
+        while not self.receiver.find(token):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    def _errors(self) -> str | None:
+        problems = []
+        for service in self._started:
+            try:
+                service.check()
+            except LabError as exc:
+                problems.append(str(exc))
+        return "; ".join(problems) or None
+
+    def collect(self, step: Step, message: Message, report: SendReport
+                ) -> tuple[Evidence, dict[str, Any]]:
+        """The evidence of one step, and what the run record shows of it."""
+        assert self.proxy is not None
+        token = message.token.encode()
+        messages = self.receiver.take_messages()
+        mine = [m for m in messages if token in m.data]
+        others = [m for m in messages if token not in m.data]
+        connections = self.proxy.take_records()
+        saw_body = any(token in c.client_plaintext for c in connections)
+        saw_mail_from = any(c.saw_mail_from for c in connections)
+        evidence = Evidence(
+            stored=tuple(Stored(tls=m.tls) for m in mine),
+            attacker_saw_body=saw_body,
+            attacker_saw_mail_from=saw_mail_from,
+            sender_state=report.state,
+            sender_detail=report.detail,
+            lab_error=self._errors(),
+        )
+        observed: dict[str, Any] = {
+            "received": [_stored_json(m) for m in mine],
+            "other_mail": [_stored_json(m) for m in others],
+            "dns_queries": to_json(self.dns.take_queries()),
+            "policy_fetches": to_json(self.policyhost.take_requests()),
+            "connections": [_connection_json(c) for c in connections],
+            "transcript": [entry for c in connections for entry in _transcript(c)],
+        }
+        return evidence, observed
+
+
+def _stored_json(m: Any) -> dict[str, Any]:
+    data = to_json(m)
+    if isinstance(data, dict) and "data" in data:
+        data["size"] = len(m.data)
+    return dict(data)
+
+
+def _connection_json(c: Any) -> dict[str, Any]:
+    data = to_json(c)
+    if isinstance(data, dict):
+        data.pop("transcript", None)
+        data.pop("client_plaintext", None)
+    return dict(data)
+
+
+def _transcript(c: Any) -> Iterable[dict[str, Any]]:
+    for entry in c.transcript:
+        row = to_json(entry)
+        row["mx"] = c.mx
+        yield row

@@ -1,0 +1,92 @@
+"""End to end: the scenario files through real services and the built-in senders."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from lab.runner import run_all
+from lab.scenario import discover, load_scenario
+from lab.senders.registry import builtin_senders
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ROOT / "scenarios"
+
+pytestmark = pytest.mark.e2e
+
+
+def result_of(record: dict, scenario: str, sender: str) -> dict:
+    (r,) = [r for r in record["results"] if r["scenario"] == scenario and r["sender"] == sender]
+    return r
+
+
+async def test_strip_starttls_lets_the_attacker_read_the_mail() -> None:
+    scenario = load_scenario(SCENARIOS / "strip" / "no-policy.toml", "strip/no-policy")
+    record = (await run_all([scenario], ["opportunistic"])).as_json()
+    r = result_of(record, "strip/no-policy", "opportunistic")
+    (step,) = r["steps"]
+    assert step["outcome"] == "delivered-plaintext"
+    assert step["attacker_saw_body"] and step["attacker_saw_mail_from"]
+    (stored,) = step["received"]
+    assert stored["tls"] is False
+    # the attacker deleted the capability: the receiver said it, the sender never heard it
+    changed = [e for e in step["transcript"] if e.get("changed")]
+    assert any("STARTTLS" in (e.get("said") or "") for e in changed)
+    assert json.loads(json.dumps(record)) == record  # the record is plain JSON
+
+
+async def test_honest_baseline_is_delivered_over_tls_with_facts() -> None:
+    scenario = load_scenario(SCENARIOS / "baseline" / "healthy.toml", "baseline/healthy")
+    record = (await run_all([scenario], ["opportunistic"])).as_json()
+    r = result_of(record, "baseline/healthy", "opportunistic")
+    assert r["verdict"] == "PASS"
+    (step,) = r["steps"]
+    assert step["outcome"] == "delivered-tls"
+    assert not step["attacker_saw_body"] and not step["attacker_saw_mail_from"]
+    (stored,) = step["received"]
+    assert stored["tls"] is True
+    assert stored["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert stored["cipher"]
+    assert stored["sni"] == "mx1.example.test"
+    assert step["dns_queries"], "the sender resolved the MX through the lab DNS"
+
+
+async def test_the_catalogue_against_the_builtin_senders() -> None:
+    scenarios = discover([SCENARIOS])
+    senders = builtin_senders()
+    assert "opportunistic" in senders
+    record = (await run_all(scenarios, senders, jobs=4)).as_json()
+    assert record["summary"]["ERROR"] == 0, [r for r in record["results"] if r["verdict"] == "ERROR"]
+    for r in record["results"]:
+        if r["sender"] == "reference":
+            assert r["verdict"] == "PASS", (r["scenario"], r["reason"])
+        # a sender's verdict must follow from the evidence: a PASS step met its expectation
+        for step in r["steps"]:
+            if step["verdict"] == "PASS" and step["expect"] != "delivered":
+                assert step["outcome"] == step["expect"]
+
+
+async def test_a_lab_run_leaks_no_task_thread_or_key(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    scenario = load_scenario(SCENARIOS / "strip" / "no-policy.toml")
+    threads = threading.active_count()
+    tasks = len(asyncio.all_tasks())
+    seen_during_run: list[list[int]] = []
+
+    def progress(_: object) -> None:
+        modes = [k.stat().st_mode & 0o777 for k in tmp_path.glob("downgrade-lab-*/*.key")]
+        seen_during_run.append(modes)
+
+    await run_all([scenario, scenario], ["opportunistic"], jobs=2, progress=progress)
+    await asyncio.sleep(0)
+    assert seen_during_run and all(seen_during_run), "keys live in the private temp dir"
+    assert {mode for modes in seen_during_run for mode in modes} == {0o600}
+    assert not list(tmp_path.glob("downgrade-lab-*")), "the private temp dir is removed"
+    assert len(asyncio.all_tasks()) == tasks
+    assert threading.active_count() == threads
