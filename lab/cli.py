@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from lab.errors import LabError, ScenarioError
 from lab.model import Scenario
+
+if TYPE_CHECKING:
+    from lab.runner import RunRecord
 
 
 class ExitStatus(IntEnum):
@@ -180,7 +183,6 @@ def _cmd_senders(env: Environment) -> ExitStatus:
 def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from lab.report.junit import to_junit
     from lab.report.terminal import render
-    from lab.runner import run_all
     from lab.senders.registry import SENDERS, builtin_senders
 
     if args.isolate:
@@ -209,7 +211,7 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
-                             env: Environment):  # type: ignore[no-untyped-def]
+                             env: Environment) -> RunRecord:
     from lab.runner import PairResult, run_all
 
     total = len(scenarios) * len(senders)

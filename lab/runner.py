@@ -16,7 +16,7 @@ from lab.errors import LabError
 from lab.lab import Lab
 from lab.model import Scenario, Step
 from lab.pki import PKI
-from lab.senders.base import Message, SendReport, Sender
+from lab.senders.base import Message, Sender, SendReport
 from lab.senders.registry import make_sender
 from lab.verdict import Judgement, combine, exit_code, judge_step, outcome, summary
 

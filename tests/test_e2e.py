@@ -90,3 +90,73 @@ async def test_a_lab_run_leaks_no_task_thread_or_key(tmp_path: Path,
     assert not list(tmp_path.glob("downgrade-lab-*")), "the private temp dir is removed"
     assert len(asyncio.all_tasks()) == tasks
     assert threading.active_count() == threads
+
+
+# One enforce scenario per attack: the attack shows on the wire, and the reference sender
+# defeats it. (kind, scenario, how the run record shows the attack)
+ATTACKS_ON_THE_WIRE = [
+    ("strip-starttls", "strip/starttls-enforce-warm", "transcript"),
+    ("reject-starttls", "strip/reject-enforce-warm", "transcript"),
+    ("corrupt-starttls", "strip/corrupt-enforce-warm", "transcript"),
+    ("intercept-tls", "intercept/self-signed-enforce-warm", "transcript"),
+    ("inject-response", "inject/response-enforce", "transcript"),
+    ("spoof-mx", "spoof/mx-enforce-warm", "dns"),
+    ("drop-sts-txt", "dns/txt-dropped-cached", "dns"),
+    ("drop-tlsrpt-txt", "dns/tlsrpt-dropped-enforce", "dns"),
+    ("block-policy-fetch", "fetch/blocked-reset-cached", "fetch"),
+]
+
+
+@pytest.mark.parametrize(("kind", "scenario_id", "where"), ATTACKS_ON_THE_WIRE,
+                         ids=[a[0] for a in ATTACKS_ON_THE_WIRE])
+async def test_each_attack_is_on_the_wire_and_defeated(kind: str, scenario_id: str,
+                                                      where: str) -> None:
+    scenario = load_scenario(SCENARIOS / f"{scenario_id}.toml", scenario_id)
+    record = (await run_all([scenario], ["reference"])).as_json()
+    r = result_of(record, scenario_id, "reference")
+    assert r["verdict"] == "PASS", r["reason"]
+    step = r["steps"][-1]
+    assert any(kind == (a if isinstance(a, str) else a["kind"]) for a in step["attack"])
+    if where == "transcript":
+        marks = [e for e in step["transcript"] if e.get("attack") == kind or
+                 (e.get("origin") == "attacker")]
+        assert marks, f"no transcript entry shows {kind}"
+    elif where == "dns":
+        qnames = {q["qname"].lower().rstrip("."): q for q in step["dns_queries"]}
+        if kind == "spoof-mx":
+            mx = [q for q in step["dns_queries"] if q["qtype"] == "MX"]
+            assert mx and "mx.attacker.test" in " ".join(mx[0]["answers"])
+        elif kind == "drop-sts-txt":
+            assert qnames["_mta-sts.example.test"]["rcode"] == "NXDOMAIN"
+        else:  # the reference sender does not look TLS-RPT up: the zone shows the drop
+            assert "_smtp._tls.example.test" not in qnames or \
+                qnames["_smtp._tls.example.test"]["rcode"] == "NXDOMAIN"
+    else:
+        assert step["sender_report"]["policy"].get("fetch_error"), "the fetch failed"
+    if r["steps"][-1]["expect"] == "not-delivered":
+        assert step["outcome"] == "not-delivered"
+        assert step["sender_report"]["state"] == "deferred"
+
+
+async def test_enforce_failures_leak_nothing_to_the_attacker() -> None:
+    """The A-01 oracle over the whole catalogue: wherever the reference sender refused, no MAIL
+    FROM and no body crossed the attacker, and the message was deferred, not bounced."""
+    record = (await run_all(discover([SCENARIOS]), ["reference"], jobs=4)).as_json()
+    refused = [(r["scenario"], s) for r in record["results"] for s in r["steps"]
+               if s["expect"] == "not-delivered"]
+    assert len(refused) > 40
+    for sid, step in refused:
+        assert not step["attacker_saw_mail_from"], sid
+        assert not step["attacker_saw_body"], sid
+        assert step["received"] == [], sid
+        assert step["sender_report"]["state"] == "deferred", sid
+
+
+async def test_reference_sends_sni_to_policy_host_and_mx() -> None:
+    scenario = load_scenario(SCENARIOS / "baseline" / "enforce-healthy.toml", "b")
+    record = (await run_all([scenario], ["reference"])).as_json()
+    (step,) = result_of(record, "b", "reference")["steps"]
+    (fetch,) = step["policy_fetches"]
+    assert fetch["sni"] == "mta-sts.example.test" and fetch["path"] == "/.well-known/mta-sts.txt"
+    (stored,) = step["received"]
+    assert stored["sni"] == "mx1.example.test" and stored["tls"]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from lab.verdict import Evidence, Judgement, Stored, combine, exit_code, judge_step, outcome, summary
+from lab.verdict import (
+    Evidence,
+    Judgement,
+    Stored,
+    combine,
+    exit_code,
+    judge_step,
+    outcome,
+    summary,
+)
 
 TLS = (Stored(tls=True),)
 CLEAR = (Stored(tls=False),)

@@ -81,7 +81,8 @@ def _render_plain(record: dict[str, Any], out: IO[str]) -> None:
     first = max([len("scenario"), *map(len, scenarios)])
     widths = [max([len(name), *(len(texts.get((s, name), "")) for s in scenarios)])
               for name in senders]
-    lines = ["  ".join(["scenario".ljust(first), *(n.ljust(w) for n, w in zip(senders, widths, strict=True))])]
+    header = ["scenario".ljust(first), *(n.ljust(w) for n, w in zip(senders, widths, strict=True))]
+    lines = ["  ".join(header)]
     for sid in scenarios:
         row = [sid.ljust(first)]
         row += [texts.get((sid, n), "").ljust(w) for n, w in zip(senders, widths, strict=True)]

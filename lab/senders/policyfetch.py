@@ -1,0 +1,94 @@
+"""The HTTPS policy fetch of the reference sender (RFC 8461 §3.3): a thin aiohttp shell.
+
+It resolves `mta-sts.D` through the lab DNS, connects where the lab says that host listens,
+verifies the certificate against the lab CA for `mta-sts.D` (SNI included, F-02, F-10), never
+follows redirects (F-03), never caches (F-04), stops reading past the size cap (F-06) and gives
+up after a timeout (F-06). Judging what came back is `lab.policy.validate_fetch`'s job.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from lab.env import LabEnv
+from lab.policy import MAX_POLICY_BYTES, FetchError
+from lab.senders.dnsclient import DnsClient, DnsError
+
+HTTPS_PORT = 443
+USER_AGENT = "downgrade-lab-reference/0.1"
+
+
+class _LabResolver(AbstractResolver):
+    """aiohttp resolver: names through the lab DNS, ports from the lab's port map."""
+
+    def __init__(self, env: LabEnv, dns: DnsClient) -> None:
+        self._env = env
+        self._dns = dns
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        try:
+            addresses = await self._dns.resolve_a(host)
+        except DnsError as exc:
+            raise OSError(f"cannot resolve {host}: {exc.reason}") from None
+        port = self._env.port_for_ip(host, addresses[0], port or HTTPS_PORT)
+        return [ResolveResult(hostname=host, host=ip, port=port, family=socket.AF_INET, proto=0,
+                              flags=socket.AI_NUMERICHOST) for ip in addresses]
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    content_type: str | None
+    body: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "content_type": self.content_type, "size": len(self.body)}
+
+
+class PolicyFetcher:
+    """One aiohttp session per sender; a new connection for every fetch."""
+
+    def __init__(self, env: LabEnv, dns: DnsClient, *, timeout_s: float) -> None:
+        ctx = ssl.create_default_context(cafile=str(env.ca_file))  # the lab CA and nothing else
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        connector = aiohttp.TCPConnector(resolver=_LabResolver(env, dns), ssl=ctx,
+                                         force_close=True, use_dns_cache=False)
+        self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                              timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def fetch(self, domain: str) -> Fetched:
+        """GET https://mta-sts.D/.well-known/mta-sts.txt (F-01). Raises FetchError."""
+        url = f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+        try:
+            async with self._session.get(url, allow_redirects=False,
+                                         headers={"User-Agent": USER_AGENT}) as resp:
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(16384):
+                    body += chunk
+                    if len(body) > MAX_POLICY_BYTES:
+                        # RFC 8461 §3.3 (F-06): too big is a failed fetch, never a truncated policy.
+                        raise FetchError(f"policy larger than {MAX_POLICY_BYTES} bytes")
+                return Fetched(resp.status, resp.headers.get("Content-Type"), bytes(body))
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise FetchError(f"certificate of mta-sts.{domain}: {exc.certificate_error}",
+                             webpki=True) from None
+        except aiohttp.ClientSSLError as exc:
+            raise FetchError(f"TLS with mta-sts.{domain} failed: {exc}", webpki=True) from None
+        except TimeoutError:
+            raise FetchError(f"no complete answer within {self._timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise FetchError(f"fetch failed: {exc!r}") from None
