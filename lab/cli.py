@@ -130,7 +130,8 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def _scenarios(paths: Sequence[str], keyword: str | None = None) -> list[Scenario]:
-    from lab.scenario import discover, select
+    from lab.scenario import discover
+    from lab.selection import select
 
     scenarios = discover(paths or [DEFAULT_SCENARIOS])
     if keyword:

@@ -111,6 +111,8 @@ async def run_pair(scenario: Scenario, sender_name: str, pki: PKI) -> PairResult
                 await sender.stop()
     except LabError as exc:
         judgements.append(Judgement("ERROR", f"lab error: {exc}"))
+    except Exception as exc:  # noqa: BLE001 - one broken pair must not take the matrix down
+        judgements.append(Judgement("ERROR", f"internal error: {exc!r}"))
     worst = combine(judgements)
     if worst.verdict != "PASS" and len(scenario.steps) > 1:
         index = judgements.index(worst)

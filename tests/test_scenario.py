@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lab.errors import ScenarioError
-from lab.scenario import discover, load_scenario, parse_duration, select
+from lab.scenario import discover, load_scenario, parse_duration
+from lab.selection import select
 
 GOOD = '''
 title = "t"
