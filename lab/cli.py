@@ -13,19 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from lab.errors import LabError, ScenarioError
 from lab.model import Scenario
 
 if TYPE_CHECKING:
     from lab.runner import RunRecord
+    from lab.topology import Topology
 
 
 class ExitStatus(IntEnum):
     OK = 0  # every expectation met
     FAILED = 1  # some expectation failed (or the lab erred)
     USAGE = 2  # bad usage or bad scenario
+    INTERRUPTED = 130  # Ctrl-C (also when it ended the inner run of --isolate)
 
 
 @dataclass
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", type=Path, metavar="FILE", help="write the run record as JSON")
     run.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
     run.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report")
+    run.add_argument("--pcap", type=Path, metavar="DIR", help="write what crossed the attacker "
+                     "as DIR/<scenario>/<sender>-step<N>.pcap")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only scenarios matching EXPR "
                      "(words match id, title, tags, conformance ids; and/or/not)")
     run.add_argument("-j", dest="jobs", type=int, default=0, metavar="N",
@@ -96,6 +100,7 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     show_tb = "--traceback" in args_list
     try:
         args = build_parser().parse_args(args_list)
+        args.argv = args_list  # --isolate re-executes the same command inside the namespaces
         return int(_dispatch(args, env))
     except ScenarioError as exc:
         env.stderr.write(f"downgrade-lab: bad scenario: {exc}\n")
@@ -186,10 +191,6 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from lab.report.terminal import render
     from lab.senders.registry import SENDERS, builtin_senders
 
-    if args.isolate:
-        raise UsageError("downgrade-lab: --isolate is not available in this version yet")
-    if args.html:
-        raise UsageError("downgrade-lab: --html is not available in this version yet")
     if args.jobs < 0:
         raise UsageError("downgrade-lab: -j takes a positive number")
     senders = args.senders or builtin_senders()
@@ -199,10 +200,22 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         ok, why = SENDERS[name].available()
         if not ok:
             raise UsageError(f"downgrade-lab: sender {name!r} cannot run here: {why}")
+        if not SENDERS[name].builtin and not args.isolate:
+            raise UsageError(f"downgrade-lab: sender {name!r} is a real MTA: it runs only with "
+                             "--isolate (a private network namespace)")
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
-    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or 4, env)).as_json()
+    topology = _isolation(args)
+    if topology is None:  # the outer process: the run happened inside the namespaces
+        from lab.isolate import run as run_isolated
+
+        code = run_isolated(args.argv)
+        return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
+    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or 4, env,
+                                            capture=args.pcap is not None,
+                                            topology=topology)).as_json()
+    _write_views(args, record, env)
     if args.json:
         args.json.write_text(json.dumps(record, indent=1) + "\n")
     if args.junit:
@@ -211,13 +224,29 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
 
 
-async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
-                             env: Environment) -> RunRecord:
-    from lab.runner import PairResult, run_all
+def _write_views(args: argparse.Namespace, record: dict[str, Any], env: Environment) -> None:
+    """--html and --pcap (the views other than the terminal's, JSON and JUnit)."""
+    if args.html:
+        from lab.report.html import to_html
 
+        args.html.write_text(to_html(record), encoding="utf-8", errors="replace")
+    if args.pcap:
+        from lab.report.pcap import write_pcaps
+
+        written = write_pcaps(record, args.pcap)
+        env.stderr.write(f"wrote {len(written)} pcap files under {args.pcap}\n")
+
+
+async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
+                             env: Environment, *, capture: bool = False,
+                             topology: Topology | None = None) -> RunRecord:
+    from lab.runner import PairResult, run_all
+    from lab.topology import LOOPBACK
+
+    topology = topology or LOOPBACK
     total = len(scenarios) * len(senders)
     if not env.is_terminal:
-        return await run_all(scenarios, senders, jobs=jobs)
+        return await run_all(scenarios, senders, jobs=jobs, capture=capture, topology=topology)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     counts = {"PASS": 0, "WEAK": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0}
@@ -230,4 +259,20 @@ async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs
             desc = "  ".join(f"{v} {n}" for v, n in counts.items() if n)
             bar.update(task, advance=1, description=desc)
 
-        return await run_all(scenarios, senders, jobs=jobs, progress=tick)
+        return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
+                             topology=topology)
+
+
+def _isolation(args: argparse.Namespace) -> Topology | None:
+    """The topology to run in; None when this process must re-execute itself inside new
+    namespaces instead (`--isolate`, lab/isolate.py)."""
+    from lab import isolate
+    from lab.topology import ISOLATED, LOOPBACK
+
+    if not args.isolate:
+        return LOOPBACK
+    if not isolate.inside():
+        isolate.unshare_command()  # fail here, in one line, if isolation cannot work
+        return None
+    isolate.enter()
+    return ISOLATED

@@ -9,6 +9,7 @@ path, and an honest step is simply one where it changes nothing.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import time
 from collections.abc import Iterable
@@ -25,10 +26,17 @@ from lab.services.dns import ATTACKER_MX, DnsServer, build_zone
 from lab.services.mitm import MitmProxy
 from lab.services.policyhost import PolicyHost
 from lab.services.receiver import Receiver
-from lab.verdict import Evidence, Stored
+from lab.services.tlsrpt import TlsRptCollector, read_mailbox
+from lab.tlsrpt import mailboxes
+from lab.tlsrptcheck import tally
+from lab.topology import LOOPBACK as LOOPBACK_TOPOLOGY
+from lab.topology import Topology
+from lab.verdict import Evidence, ReportSeen, Stored
 
 LOOPBACK = "127.0.0.1"
 POLL_S = 0.01
+# The run record quotes what the attacker read, enough for a message body, not a mailbox.
+ATTACKER_READ_MAX = 8 * 1024
 
 
 def to_json(value: Any) -> Any:
@@ -51,15 +59,23 @@ class Lab:
     """An async context manager: `async with Lab(scenario) as lab:` then, per step,
     `await lab.prepare(step)`, let the sender deliver, and `lab.collect(...)`."""
 
-    def __init__(self, scenario: Scenario, *, pki: PKI | None = None) -> None:
+    def __init__(self, scenario: Scenario, *, pki: PKI | None = None,
+                 capture: bool = False, topology: Topology = LOOPBACK_TOPOLOGY) -> None:
         self.scenario = scenario
+        self.capture = capture  # the wire bytes go into the record (for the pcap export)
         self.domain = scenario.domain
+        self.topology = topology
         self._own_pki = pki is None
         self.pki = pki or PKI()
         hosts = scenario.mx_hosts()
-        self.receiver = Receiver(self.pki, hosts, {self.domain}, bind_host=LOOPBACK)
-        self.policyhost = PolicyHost(self.pki, self.domain, bind_host=LOOPBACK)
-        self.dns = DnsServer(bind_host=LOOPBACK)
+        # Where every host listens and what DNS answers for it (lab/topology.py).
+        plan = self.plan = topology.plan(self.domain, hosts, ATTACKER_MX if self._spoofed() else None)
+        self.receiver = Receiver(self.pki, hosts, {self.domain}, bind_host=plan.receivers)
+        self.policyhost = PolicyHost(self.pki, self.domain, bind_host=plan.policy.host,
+                                     port=plan.policy.port)
+        self.tlsrpt = TlsRptCollector(self.pki, self.domain, bind_host=plan.tlsrpt.host,
+                                      port=plan.tlsrpt.port)
+        self.dns = DnsServer(bind_host=plan.dns.host, port=plan.dns.port)
         self.proxy: MitmProxy | None = None
         self._started: list[Service] = []
         self._env: LabEnv | None = None
@@ -72,7 +88,7 @@ class Lab:
 
     async def start(self) -> None:
         try:
-            for service in (self.receiver, self.policyhost, self.dns):
+            for service in (self.receiver, self.policyhost, self.dns, self.tlsrpt):
                 await service.start()
                 self._started.append(service)
             hosts = self.scenario.mx_hosts()
@@ -80,7 +96,8 @@ class Lab:
             if self._spoofed():
                 # spoof-mx: the attacker's own MX relays to the genuine receiver it displaced
                 upstreams[ATTACKER_MX] = self.receiver.addresses[hosts[0]]
-            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki)
+            listen = {h: (e.host, e.port) for h, e in self.plan.mx.items()}
+            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki, listen=listen)
             await self.proxy.start()
             self._started.append(self.proxy)
         except BaseException:
@@ -88,11 +105,12 @@ class Lab:
             raise
         ports = {host: port for host, port in self.proxy.ports.items()}
         ports[f"mta-sts.{self.domain}"] = self.policyhost.port
-        addresses = dict.fromkeys([*ports, f"tlsrpt.{self.domain}"], LOOPBACK)
+        ports[f"tlsrpt.{self.domain}"] = self.tlsrpt.port  # the https: rua (RFC 8460 §5.4)
+        addresses = dict(self.plan.addresses)
         self._addresses = addresses
-        self._env = LabEnv(domain=self.domain, dns_host=LOOPBACK, dns_port=self.dns.port,
+        self._env = LabEnv(domain=self.domain, dns_host=self.plan.dns.host, dns_port=self.dns.port,
                            ca_file=self.pki.ca_file, ports=ports, host_addresses=addresses,
-                           workdir=self.pki.dir)
+                           topology=self.topology.name, workdir=self.pki.dir)
 
     def _spoofed(self) -> bool:
         return any(a.kind == "spoof-mx" for step in self.scenario.steps for a in step.attack)
@@ -131,6 +149,7 @@ class Lab:
         self.proxy.set_attacks(proxy_attacks)
         self.dns.take_queries()
         self.policyhost.take_requests()
+        self.tlsrpt.take_reports()
         self.receiver.take_messages()
         self.proxy.take_records()
 
@@ -175,10 +194,34 @@ class Lab:
             "other_mail": [_stored_json(m) for m in others],
             "dns_queries": to_json(self.dns.take_queries()),
             "policy_fetches": to_json(self.policyhost.take_requests()),
-            "connections": [_connection_json(c) for c in connections],
-            "transcript": [entry for c in connections for entry in _transcript(c)],
+            "connections": [_connection_json(c, self.capture) for c in connections],
+            "transcript": [entry for i, c in enumerate(connections) for entry in _transcript(c, i)],
         }
         return evidence, observed
+
+    def collect_reports(self, step: Step) -> tuple[tuple[ReportSeen, ...], dict[str, Any]]:
+        """The TLS reports (RFC 8460) that arrived since `collect()`: POSTed to the collector or
+        mailed to a `mailto:` of the step's TLS-RPT record (R-05), with the connections and DNS
+        lookups their delivery made. Raises LabError if the collector itself failed."""
+        assert self.proxy is not None
+        self.tlsrpt.check()
+        boxes = mailboxes(step.world.tlsrpt_records())
+        messages = self.receiver.take_messages()
+        received = self.tlsrpt.take_reports() + read_mailbox(messages, boxes)
+        seen = []
+        for r in received:
+            counts = tally(r.report, step.world.domain)
+            seen.append(ReportSeen(
+                channel=r.channel, problems=r.problems, covers_domain=counts is not None,
+                successes=counts.successes if counts else 0,
+                failures=counts.failures if counts else 0,
+                result_types=counts.result_types if counts else frozenset()))
+        observed: dict[str, Any] = {
+            "tlsrpt_reports": [r.to_json() for r in received],
+            "report_connections": [_connection_json(c) for c in self.proxy.take_records()],
+            "report_dns_queries": to_json(self.dns.take_queries()),
+        }
+        return tuple(seen), observed
 
 
 def _stored_json(m: Any) -> dict[str, Any]:
@@ -188,16 +231,24 @@ def _stored_json(m: Any) -> dict[str, Any]:
     return dict(data)
 
 
-def _connection_json(c: Any) -> dict[str, Any]:
+def _connection_json(c: Any, capture: bool = False) -> dict[str, Any]:
     data = to_json(c)
     if isinstance(data, dict):
         data.pop("transcript", None)
         data.pop("client_plaintext", None)
+        plain: bytes = c.client_plaintext
+        data["attacker_read"] = plain[:ATTACKER_READ_MAX].decode("utf-8", "replace")
+        data["attacker_read_bytes"] = len(plain)
+        if capture:
+            data["wire"] = [{"time": w.time, "direction": w.direction,
+                             "data": base64.b64encode(w.data).decode()} for w in c.wire]
+            data["wire_truncated"] = c.wire_truncated
     return dict(data)
 
 
-def _transcript(c: Any) -> Iterable[dict[str, Any]]:
+def _transcript(c: Any, index: int) -> Iterable[dict[str, Any]]:
     for entry in c.transcript:
         row = to_json(entry)
         row["mx"] = c.mx
+        row["connection"] = index  # into the step's "connections"
         yield row

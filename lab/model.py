@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import Literal
 
 # Outcome words of DESIGN §4. "delivered" is only ever an expectation: either delivered-* counts.
 OUTCOMES = ("delivered-tls", "delivered-plaintext", "delivered", "not-delivered")
@@ -166,7 +167,9 @@ class Step:
     tolerate: tuple[str, ...] = ()
     because: str = ""
     after_s: float = 0.0  # advance the sender's clock by this much before the step
-    report: tuple[str, ...] | None = None  # TLS-RPT result types expected; None: no check
+    # TLS-RPT (RFC 8460) result types the step's report must carry; () success only; False: no
+    # report may arrive (no usable record, R-01); None: no check
+    report: tuple[str, ...] | Literal[False] | None = None
     deadline_s: float = 10.0
 
     def attacks(self, layer: str) -> tuple[Attack, ...]:

@@ -18,12 +18,25 @@ from lab.model import Scenario, Step
 from lab.pki import PKI
 from lab.senders.base import Message, Sender, SendReport
 from lab.senders.registry import make_sender
-from lab.verdict import Judgement, combine, exit_code, judge_step, outcome, summary
+from lab.topology import LOOPBACK, Topology
+from lab.verdict import (
+    Judgement,
+    combine,
+    exit_code,
+    judge_report,
+    judge_step,
+    outcome,
+    summary,
+    with_report,
+)
 
 # States after which the sender will not deliver this message any more: the wait ends there.
 FINAL_STATES = frozenset({"delivered", "deferred", "bounced"})
 # Grace for a sender that ignores its deadline before the lab gives up on it.
 DEADLINE_GRACE_S = 2.0
+# How long a sender may take to send its TLS reports at the end of a step (RFC 8460 §4.1's
+# daily schedule, squeezed into the step).
+FLUSH_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -89,8 +102,10 @@ async def _send(sender: Sender, message: Message, step: Step) -> SendReport:
         return SendReport("unknown", f"the sender did not finish within {step.deadline_s:g} s")
 
 
-async def run_pair(scenario: Scenario, sender_name: str, pki: PKI) -> PairResult:
-    """One scenario against one sender, every step in order, sharing the sender's state."""
+async def run_pair(scenario: Scenario, sender_name: str, pki: PKI, *,
+                   capture: bool = False, topology: Topology = LOOPBACK) -> PairResult:
+    """One scenario against one sender, every step in order, sharing the sender's state.
+    `capture`: keep the bytes that crossed the attacker in the record (for the pcap export)."""
     started = time.monotonic()
     sender = make_sender(sender_name)
     missing = scenario.needs() - sender.capabilities
@@ -100,7 +115,7 @@ async def run_pair(scenario: Scenario, sender_name: str, pki: PKI) -> PairResult
     judgements: list[Judgement] = []
     steps: list[dict[str, Any]] = []
     try:
-        async with Lab(scenario, pki=pki) as lab:
+        async with Lab(scenario, pki=pki, capture=capture, topology=topology) as lab:
             await sender.start(lab.env)
             try:
                 for step in scenario.steps:
@@ -132,7 +147,8 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, di
         # The sender cannot say (a real MTA still retrying): wait on the evidence instead.
         await lab.wait_for(message.token, time.monotonic() + step.deadline_s)
     evidence, observed = lab.collect(step, message, report)
-    judgement = judge_step(step.expect, step.tolerate, evidence, step.because)
+    check, reports = await _tls_reports(lab, sender, step)
+    judgement = with_report(judge_step(step.expect, step.tolerate, evidence, step.because), check)
     record: dict[str, Any] = {
         "attack": _attack_json(step),
         "expect": step.expect,
@@ -144,6 +160,7 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, di
         "token": message.token,
         "sender_report": report.as_json(),
         **observed,
+        **reports,
     }
     if step.tolerate:
         record["tolerate"] = list(step.tolerate)
@@ -152,21 +169,47 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, di
     return judgement, record
 
 
+async def _tls_reports(lab: Lab, sender: Sender, step: Step
+                       ) -> tuple[Judgement | None, dict[str, Any]]:
+    """Let the sender flush its TLS reports, collect what arrived and judge the step's `report`
+    expectation. Runs after `lab.collect()`: a report mailed in the clear through the attacker
+    (R-03 demands it) is not the probe message's envelope crossing it (A-01)."""
+    extra: dict[str, Any] = {}
+    flush = getattr(sender, "flush_reports", None)
+    if flush is not None:
+        try:
+            sent = await asyncio.wait_for(flush(), FLUSH_TIMEOUT_S)
+            if sent is not None:
+                extra["report_flush"] = sent  # the sender's own account of what it sent
+        except TimeoutError:
+            extra["report_flush"] = f"flush_reports() did not finish within {FLUSH_TIMEOUT_S:g} s"
+    try:
+        seen, observed = lab.collect_reports(step)
+    except LabError as exc:
+        return Judgement("ERROR", f"lab error: {exc}"), extra
+    check = judge_report(step.report, seen, "tls-rpt" in sender.capabilities)
+    if check is not None:
+        extra["report_check"] = {"verdict": check.verdict, "reason": check.reason}
+    return check, extra | observed
+
+
 ProgressFn = Callable[[PairResult], None]
 
 
 async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs: int = 1,
-                  progress: ProgressFn | None = None) -> RunRecord:
-    """Every scenario against every sender, at most `jobs` pairs at once, results in order."""
+                  progress: ProgressFn | None = None, capture: bool = False,
+                  topology: Topology = LOOPBACK) -> RunRecord:
+    """Every scenario against every sender, at most `jobs` pairs at once, results in order.
+    The isolated topology has fixed addresses and ports: one pair at a time."""
     started = time.monotonic()
     pairs = [(s, name) for s in scenarios for name in senders]
     results: list[PairResult | None] = [None] * len(pairs)
-    gate = asyncio.Semaphore(max(1, jobs))
+    gate = asyncio.Semaphore(1 if topology.isolated else max(1, jobs))
     pki = PKI()
     try:
         async def one(i: int, scenario: Scenario, name: str) -> None:
             async with gate:
-                result = await run_pair(scenario, name, pki)
+                result = await run_pair(scenario, name, pki, capture=capture, topology=topology)
             results[i] = result
             if progress is not None:
                 progress(result)

@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lab.errors import ScenarioError
 from lab.model import (
@@ -32,6 +32,7 @@ from lab.model import (
     TxtRecord,
     World,
 )
+from lab.tlsrpt import RESULT_TYPES
 
 # Allowed keys per table. Invariant: a key absent here is an error, never silently ignored.
 TOP_KEYS = {"title", "summary", "rfc", "tags", "dns", "message", "policy", "receiver", "step",
@@ -279,6 +280,19 @@ def _outcomes(ctx: _Ctx, value: Any, key: str) -> tuple[str, ...]:
     return tuple(ctx.choice(v, f"{key}[{i}]", OUTCOMES) for i, v in enumerate(value))
 
 
+def _report(ctx: _Ctx, value: Any, key: str) -> tuple[str, ...] | Literal[False]:
+    """`report = [...]`: RFC 8460 §4.3 result types the step's report must carry ([] = success
+    only); `report = false`: no report may arrive (no usable TLS-RPT record, R-01)."""
+    if value is False:
+        return False
+    if not isinstance(value, list):
+        raise ctx.error(key, f"must be a list of TLS-RPT result types or false, got {_show(value)}")
+    types = tuple(ctx.choice(v, f"{key}[{i}]", RESULT_TYPES) for i, v in enumerate(value))
+    if len(set(types)) != len(types):
+        raise ctx.error(key, "names a result type twice")
+    return types
+
+
 def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> Scenario:
     """Validate a decoded TOML document and build the `Scenario` with each step's world."""
     ctx = _Ctx(file)
@@ -335,7 +349,7 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
                                 "\"36h\", \"90m\", \"30s\" or a number of seconds") from None
             if i == 0:
                 raise ctx.error(f"{key}.after", "the first step has no earlier step to wait after")
-        report = ctx.strings(t["report"], f"{key}.report") if "report" in t else None
+        report = _report(ctx, t["report"], f"{key}.report") if "report" in t else None
         steps.append(Step(
             index=i, world=world, attack=attacks, expect=expect, tolerate=tolerate,
             because=ctx.string(t.get("because", ""), f"{key}.because"), after_s=after_s,

@@ -99,6 +99,73 @@ def combine(judgements: Iterable[Judgement]) -> Judgement:
     return worst
 
 
+@dataclass(frozen=True)
+class ReportSeen:
+    """One TLS report (RFC 8460) the lab's collector received during a step, as judged."""
+
+    channel: str  # https | mail
+    problems: tuple[str, ...] = ()  # RFC 8460 §4.4 / §5 violations; () = a valid report
+    covers_domain: bool = True  # it has a `policies` entry for the step's policy domain
+    successes: int = 0  # for that domain
+    failures: int = 0
+    result_types: frozenset[str] = frozenset()
+
+
+def _types(types: Iterable[str]) -> str:
+    return ", ".join(sorted(types)) or "none"
+
+
+def judge_report(expected: tuple[str, ...] | bool | None, reports: Sequence[ReportSeen],
+                 capable: bool) -> Judgement | None:
+    """The step's TLS-RPT check (R-02, R-04, R-05), None when the step states no expectation.
+
+    `expected`: the result types every report must carry for the step's failures, exactly;
+    `()`: successes only; False: no report may arrive (R-01: no usable record). A sender
+    without the `tls-rpt` capability is SKIP, never FAIL. Every report that arrived counts, by
+    mail and by HTTPS alike: each must be valid and say the same."""
+    if expected is None:
+        return None
+    if not capable:
+        return Judgement("SKIP", "sender lacks tls-rpt")
+    if expected is False or expected is True:
+        if reports:
+            via = ", ".join(sorted({r.channel for r in reports}))
+            return Judgement("FAIL", f"sent {len(reports)} report(s) ({via}) although the "
+                             "domain has no usable TLS-RPT record (R-01)")
+        return Judgement("PASS", "")
+    want = frozenset(expected)
+    if not reports:
+        return Judgement("FAIL", f"no TLS report arrived (expected result types: {_types(want)})")
+    for r in reports:
+        if r.problems:
+            more = f" (+{len(r.problems) - 1} more)" if len(r.problems) > 1 else ""
+            return Judgement("FAIL", f"invalid report by {r.channel}: {r.problems[0]}{more}")
+        if not r.covers_domain:
+            return Judgement("FAIL", f"report by {r.channel} has no policies entry for the "
+                             "recipient domain")
+        if not want and (r.failures or r.result_types):
+            return Judgement("FAIL", f"report by {r.channel} has {r.failures} failed session(s) "
+                             f"({_types(r.result_types)}) where every session succeeded")
+        if not want and not r.successes:
+            return Judgement("FAIL", f"report by {r.channel} counts no successful session")
+        if want and r.result_types != want:
+            missing, extra = want - r.result_types, r.result_types - want
+            why = [f"lacks {_types(missing)}"] if missing else []
+            why += [f"has unexpected {_types(extra)}"] if extra else []
+            return Judgement("FAIL", f"report by {r.channel} {' and '.join(why)}")
+    return Judgement("PASS", "")
+
+
+def with_report(delivery: Judgement, report: Judgement | None) -> Judgement:
+    """The step's verdict: the delivery verdict, made FAIL by a failed report check (ERROR if
+    the lab failed). A SKIP report check never changes it."""
+    if report is None or report.verdict in ("PASS", "SKIP") or delivery.verdict == "ERROR":
+        return delivery
+    if report.verdict == "ERROR" or delivery.verdict != "FAIL":
+        return Judgement(report.verdict, f"TLS-RPT: {report.reason}")
+    return delivery
+
+
 def summary(verdicts: Iterable[str]) -> dict[str, int]:
     counts = dict.fromkeys(VERDICTS, 0)
     for v in verdicts:

@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
+
+# Characters XML 1.0 cannot carry at all (§2.2); a reason may quote an SMTP line an attacker
+# wrote, and one ESC byte would make the whole file unparseable.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _attachment(result: dict[str, Any]) -> str:
+    """The result as JSON for system-out, without the pcap wire bytes (they have their own file)."""
+    steps = [{**step, "connections": [{k: v for k, v in c.items() if k != "wire"}
+                                      for c in step.get("connections") or []]}
+             for step in result.get("steps") or []]
+    return json.dumps({**result, "steps": steps}, indent=1)
 
 
 def to_junit(record: dict[str, Any]) -> bytes:
@@ -19,11 +36,11 @@ def to_junit(record: dict[str, Any]) -> bytes:
     })
     for r in record["results"]:
         case = ET.SubElement(suite, "testcase", {
-            "classname": f"downgrade-lab.{r['sender']}",
-            "name": r["scenario"],
+            "classname": _xml_safe(f"downgrade-lab.{r['sender']}"),
+            "name": _xml_safe(r["scenario"]),
             "time": f"{r.get('duration_s', 0):.3f}",
         })
-        verdict, reason = r["verdict"], r["reason"]
+        verdict, reason = r["verdict"], _xml_safe(r["reason"])
         if verdict == "FAIL":
             ET.SubElement(case, "failure", {"message": reason, "type": "FAIL"}).text = reason
         elif verdict == "ERROR":
@@ -33,6 +50,6 @@ def to_junit(record: dict[str, Any]) -> bytes:
         elif verdict == "WEAK":
             ET.SubElement(case, "properties").append(
                 ET.Element("property", {"name": "verdict", "value": f"WEAK: {reason}"}))
-        ET.SubElement(case, "system-out").text = json.dumps(r, indent=1)
+        ET.SubElement(case, "system-out").text = _attachment(r)
     data: bytes = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
     return data

@@ -22,6 +22,21 @@ def cell_outcome(result: dict[str, Any]) -> str:
     return str(steps[-1].get("outcome", "")) if steps else ""
 
 
+# Worst first, for the TLS-RPT suffix of a cell.
+_REPORT_ORDER = ("ERROR", "FAIL", "PASS", "SKIP")
+
+
+def cell_report(result: dict[str, Any]) -> str:
+    """`report PASS|FAIL|SKIP` when a step checked the sender's TLS report (RFC 8460): the
+    worst of those checks. "" when no step had a report expectation."""
+    seen = {str(s["report_check"]["verdict"]) for s in result.get("steps") or []
+            if isinstance(s.get("report_check"), dict)}
+    for verdict in _REPORT_ORDER:
+        if verdict in seen:
+            return f"report {verdict}"
+    return ""
+
+
 def _grid(record: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
     scenarios: dict[str, None] = {}
     senders: dict[str, None] = {}
@@ -66,8 +81,12 @@ def _render_rich(record: dict[str, Any], console: Console) -> None:
             if r is None:
                 row.append("")
                 continue
-            row.append(Text.assemble((r["verdict"], STYLE[r["verdict"]]), " ",
-                                     (cell_outcome(r), "dim")))
+            cell = Text.assemble((r["verdict"], STYLE[r["verdict"]]), " ",
+                                 (cell_outcome(r), "dim"))
+            rpt = cell_report(r)
+            if rpt:
+                cell.append_text(Text.assemble(" · ", (rpt, STYLE.get(rpt.split()[1], ""))))
+            row.append(cell)
         table.add_row(*row)
     console.print(table)
     for verdict, sid, sender, reason in reasons(record):
@@ -77,7 +96,8 @@ def _render_rich(record: dict[str, Any], console: Console) -> None:
 
 def _render_plain(record: dict[str, Any], out: IO[str]) -> None:
     scenarios, senders, cells = _grid(record)
-    texts = {k: f"{r['verdict']} {cell_outcome(r)}".strip() for k, r in cells.items()}
+    texts = {k: " ".join(x for x in (r["verdict"], cell_outcome(r), cell_report(r)) if x)
+             for k, r in cells.items()}
     first = max([len("scenario"), *map(len, scenarios)])
     widths = [max([len(name), *(len(texts.get((s, name), "")) for s in scenarios)])
               for name in senders]

@@ -30,6 +30,7 @@ from lab.senders.base import Message, SendReport, remaining
 from lab.senders.dnsclient import DnsClient, DnsError, LookupFailed, NoRecords
 from lab.senders.policyfetch import Fetched, PolicyFetcher
 from lab.senders.smtpclient import Attempt, deliver_via_mx
+from lab.senders.tlsreporter import Applied, Reporter
 
 FETCH_TIMEOUT_S = 3.0  # F-06: the RFC suggests about a minute; the lab's hosts are local
 ATTEMPT_TIMEOUT_S = 10.0
@@ -44,7 +45,7 @@ def tls_required_no(message: Message) -> bool:
 
 class ReferenceSender:
     name = "reference"
-    capabilities: frozenset[str] = frozenset({"mta-sts", "clock", "queue-state"})
+    capabilities: frozenset[str] = frozenset({"mta-sts", "tls-rpt", "clock", "queue-state"})
 
     def __init__(self) -> None:
         self._env: LabEnv | None = None
@@ -52,6 +53,7 @@ class ReferenceSender:
         self._fetcher: PolicyFetcher | None = None
         self._cache = PolicyCache()
         self._offset = 0.0
+        self._reporter = Reporter(time.time())  # RFC 8460 session results
 
     def _now(self) -> float:
         return time.time() + self._offset
@@ -84,11 +86,17 @@ class ReferenceSender:
         if not hosts:
             return SendReport("bounced", f"{domain} accepts no mail (null MX, RFC 7505)",
                               {"policy": notes, "attempts": []})
-        mode = policy.mode if policy is not None else "none"
-        if mode == "enforce":
-            assert policy is not None
-            return await self._enforce(policy, hosts, message, deadline, notes)
-        return await self._deliver_anyway(mode, hosts, message, deadline, notes)
+        applied = Applied.of(domain, policy)  # what the TLS report names (RFC 8460 §4.4)
+        if policy is not None and policy.mode == "enforce":
+            return await self._enforce(policy, applied, hosts, message, deadline, notes)
+        return await self._deliver_anyway(policy, applied, hosts, message, deadline, notes)
+
+    async def flush_reports(self) -> list[dict[str, Any]]:
+        """Send the TLS reports (RFC 8460) of the sessions since the last flush; the lab calls
+        this at the end of each step in place of the daily schedule."""
+        if self._env is None or self._dns is None:
+            raise SenderError("reference: flush_reports() before start()")
+        return await self._reporter.flush(self._env, self._dns, self._now())
 
     async def _policy(self, domain: str) -> tuple[Policy | None, dict[str, Any]]:
         """The policy that applies now: RFC 8461 §3.1 discovery, §3.3 fetch, the cache's say."""
@@ -115,6 +123,7 @@ class ReferenceSender:
             fetched = validate_fetch(answer.status, answer.content_type, answer.body)
         except PolicyError as exc:
             notes["fetch_error"] = {"detail": str(exc), "result_type": exc.result_type}
+            self._reporter.fetch_failed(domain, exc.result_type, str(exc))  # R-02
             fetched = exc
         policy = self._cache.settle(domain, decision, fetched, now)
         return policy, self._describe(policy, notes)
@@ -129,8 +138,8 @@ class ReferenceSender:
             notes["mode"] = None
         return notes
 
-    async def _enforce(self, policy: Policy, hosts: list[str], message: Message,
-                       deadline: float, notes: dict[str, Any]) -> SendReport:
+    async def _enforce(self, policy: Policy, applied: Applied, hosts: list[str],
+                       message: Message, deadline: float, notes: dict[str, Any]) -> SendReport:
         assert self._env is not None
         skipped: list[str] = []
         attempts: list[Attempt] = []
@@ -138,12 +147,14 @@ class ReferenceSender:
             if not policy.matches(host):
                 # RFC 8461 §4.1 (M-02): the MX name itself must match; treat as unreachable.
                 skipped.append(f"{host}: not in the policy's mx list")
+                self._reporter.skipped(applied, host)
                 continue
             if remaining(deadline) <= 0:
                 break
             attempt = await deliver_via_mx(self._env, host, message, tls="required", verify=True,
                                            timeout=min(ATTEMPT_TIMEOUT_S, remaining(deadline)))
             attempts.append(attempt)
+            self._reporter.attempt(applied, attempt)
             extra = self._extra(notes, attempts, skipped)
             if attempt.delivered:
                 return SendReport("delivered", attempt.summary(), extra)
@@ -155,15 +166,22 @@ class ReferenceSender:
         return SendReport("deferred", f"enforce policy: no MX host validated: {why}",
                           self._extra(notes, attempts, skipped))
 
-    async def _deliver_anyway(self, mode: str, hosts: list[str], message: Message,
-                              deadline: float, notes: dict[str, Any]) -> SendReport:
-        """testing (A-04): try validated TLS, deliver regardless; none / no policy: as usual."""
+    async def _deliver_anyway(self, policy: Policy | None, applied: Applied, hosts: list[str],
+                              message: Message, deadline: float, notes: dict[str, Any]
+                              ) -> SendReport:
+        """testing (A-04): try validated TLS, deliver regardless, and report (RFC 8460);
+        none / no policy: as usual."""
         assert self._env is not None
+        mode = policy.mode if policy is not None else "none"
         attempts: list[Attempt] = []
         for host in hosts:
             if remaining(deadline) <= 0:
                 break
+            first = len(attempts)
             attempt = await self._deliver_one(mode, host, message, deadline, attempts)
+            # One session per MX: the validating try; fallbacks only deliver (A-04).
+            mismatch = mode == "testing" and policy is not None and not policy.matches(host)
+            self._reporter.attempt(applied, attempts[first], mismatch=mismatch)
             extra = self._extra(notes, attempts, [])
             if attempt.delivered:
                 return SendReport("delivered", attempt.summary(), extra)

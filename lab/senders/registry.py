@@ -43,6 +43,13 @@ SENDERS: dict[str, SenderInfo] = {
                    "RFC 8461 + RFC 8460 sender: the standard the matrix measures against"),
         SenderInfo("opportunistic", "lab.senders.opportunistic:OpportunisticSender",
                    "STARTTLS when offered, no certificate checks: the vulnerable default"),
+        # Real MTAs (issue 4): they run only with --isolate, in a private network namespace.
+        SenderInfo("postfix", "lab.senders.postfix:PostfixSender",
+                   "Postfix, smtp_tls_security_level = may (no MTA-STS)", builtin=False),
+        SenderInfo("postfix-mta-sts", "lab.senders.postfix:PostfixMtaStsSender",
+                   "Postfix + postfix-mta-sts-resolver (strict_testing off)", builtin=False),
+        SenderInfo("postfix-mta-sts-strict", "lab.senders.postfix:PostfixMtaStsStrictSender",
+                   "Postfix + postfix-mta-sts-resolver, strict_testing on", builtin=False),
     )
 }
 

@@ -41,6 +41,22 @@ from lab.smtp import (
 READ_SIZE = 64 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 2.0
+# Wire capture for the pcap export: references to chunks already in hand (no copy), kept up to
+# this many bytes per connection; past it capture stops, so a stream never has a hole.
+MAX_WIRE = 1024 * 1024
+WIRE_DIRECTIONS = ("sender->attacker", "attacker->sender", "attacker->receiver",
+                   "receiver->attacker")
+
+
+@dataclass(frozen=True)
+class WireChunk:
+    """Bytes that crossed one of the attacker's sockets: `time` (time.time()), `direction`
+    (one of WIRE_DIRECTIONS). Inside TLS the attacker terminated they are the plaintext it
+    read or wrote (asyncio decrypts below the proxy); in passthrough the raw TLS bytes."""
+
+    time: float
+    direction: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,9 @@ class ConnectionRecord:
     attacker terminated), at most `lab.smtp.MAX_PLAINTEXT` bytes per connection; the
     passthrough counts are raw (TLS) bytes copied without reading. `live`: still open when
     taken (later activity comes in the next call); `continued`: an earlier call returned the
-    start of this connection. `error` says why it ended abnormally (the lab's fault or not)."""
+    start of this connection. `error` says why it ended abnormally (the lab's fault or not).
+    `wire`: the chunks that crossed the proxy's sockets since the last take, in order, for the
+    pcap export (at most MAX_WIRE bytes per connection; `wire_truncated` once past it)."""
 
     mx: str
     started: float  # time.time() when the sender connected
@@ -64,6 +82,8 @@ class ConnectionRecord:
     error: str | None
     live: bool
     continued: bool
+    wire: tuple[WireChunk, ...] = ()
+    wire_truncated: bool = False  # capture stopped at MAX_WIRE bytes
 
     def to_json(self) -> dict[str, Any]:
         return {"mx": self.mx, "started": self.started, "attacks": list(self.attacks),
@@ -91,9 +111,22 @@ class _Conn:
         self.error: str | None = None
         self.to_receiver = 0
         self.to_sender = 0
+        self.wire: list[WireChunk] = []
+        self.wire_size = 0
+        self.wire_truncated = False
         # cursors: how much earlier take_records() calls returned
-        self._entries = self._plain = self._mail_from = self._up = self._down = 0
+        self._entries = self._plain = self._mail_from = self._up = self._down = self._wire = 0
         self._taken = self._error_taken = False
+
+    def capture(self, direction: str, data: bytes) -> None:
+        """Keep `data` for the pcap export, within MAX_WIRE bytes per connection."""
+        if self.wire_truncated or not data:
+            return
+        if self.wire_size + len(data) > MAX_WIRE:
+            self.wire_truncated = True
+            return
+        self.wire.append(WireChunk(time.time(), direction, data))
+        self.wire_size += len(data)
 
     def writers(self) -> list[asyncio.StreamWriter]:
         return [self.client] + ([self.server] if self.server is not None else [])
@@ -102,7 +135,7 @@ class _Conn:
         relay = self.relay
         return (not self._taken or self.finished or len(relay.transcript) > self._entries
                 or relay.client_bytes > self._plain or self.to_receiver > self._up
-                or self.to_sender > self._down)
+                or self.to_sender > self._down or len(self.wire) > self._wire)
 
     def take(self) -> ConnectionRecord:
         """A frozen snapshot of what happened since the last take; advances the cursors."""
@@ -116,8 +149,9 @@ class _Conn:
             client_plaintext=plain[self._plain:],
             passthrough_to_receiver=self.to_receiver - self._up,
             passthrough_to_sender=self.to_sender - self._down,
-            error=error, live=not self.finished, continued=self._taken)
-        self._entries, self._plain = len(relay.transcript), len(plain)
+            error=error, live=not self.finished, continued=self._taken,
+            wire=tuple(self.wire[self._wire:]), wire_truncated=self.wire_truncated)
+        self._entries, self._plain, self._wire = len(relay.transcript), len(plain), len(self.wire)
         self._mail_from = relay.mail_from_count
         self._up, self._down = self.to_receiver, self.to_sender
         self._taken, self._error_taken = True, self._error_taken or error is not None
@@ -130,9 +164,14 @@ class MitmProxy(Service):
     name = "mitm"
 
     def __init__(self, upstreams: Mapping[str, tuple[str, int]], *, bind_host: str = "127.0.0.1",
-                 pki: PKI | None = None) -> None:
+                 pki: PKI | None = None,
+                 listen: Mapping[str, tuple[str, int]] | None = None) -> None:
         super().__init__()
         self.bind_host = require_lab_address(bind_host)
+        # Per MX host, where its listener binds: the isolated topology puts each on its own
+        # address and the real port 25. Hosts not named bind `bind_host` on an ephemeral port.
+        self.listen = {h.lower().rstrip("."): (require_lab_address(a), p)
+                       for h, (a, p) in (listen or {}).items()}
         self.upstreams: dict[str, tuple[str, int]] = {}
         for host, (address, port) in upstreams.items():
             # the attacker relays only to the lab's own receivers, never out
@@ -174,12 +213,16 @@ class MitmProxy(Service):
         self._stopping = False
         try:
             for host in self.upstreams:
-                server = await asyncio.start_server(partial(self._accept, host), self.bind_host, 0)
+                address, port = self.listen.get(host, (self.bind_host, 0))
+                try:
+                    server = await asyncio.start_server(partial(self._accept, host), address, port)
+                except OSError as exc:
+                    raise ServiceError(f"mitm: cannot listen on {address}:{port}: {exc}") from exc
                 self._servers.append(server)
                 self.ports[host] = server.sockets[0].getsockname()[1]
-        except OSError as exc:
+        except ServiceError:
             await self._stop()
-            raise ServiceError(f"mitm: cannot listen on {self.bind_host}: {exc}") from exc
+            raise
 
     async def _stop(self) -> None:
         self._stopping = True
@@ -252,6 +295,7 @@ class MitmProxy(Service):
                 data = await reader.read(READ_SIZE)
             except OSError:
                 data = b""  # a reset is an end like any other
+            conn.capture("sender->attacker" if from_client else "receiver->attacker", data)
             written: list[asyncio.StreamWriter] = []
             async with conn.lock:
                 if conn.closed:
@@ -283,6 +327,8 @@ class MitmProxy(Service):
                     else:
                         conn.to_receiver += len(command.data)
                 if not writer.is_closing():
+                    conn.capture("attacker->sender" if writer is conn.client
+                                 else "attacker->receiver", command.data)
                     writer.write(command.data)
                     if writer not in written:
                         written.append(writer)

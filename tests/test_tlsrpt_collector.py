@@ -1,0 +1,159 @@
+"""The TLS-RPT collector: mailed reports (RFC 8460 §5.3) and their DKIM signature, read one line
+per case, then the HTTPS endpoint (§5.4) with real TLS on port 0, a client that trusts only the
+lab CA, and the proof that a client that does not trust it fails."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import ssl
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from lab import dkim
+from lab.pki import PKI
+from lab.services.receiver import StoredMessage
+from lab.services.tlsrpt import REPORT_PATH, TlsRptCollector, read_mailbox, status_for
+from lab.tlsrpt import MEDIA_GZIP, MEDIA_JSON, Session, build_report
+from lab.tlsrptmail import compose_mail, looks_like_report, read_mail
+
+HOST = "tlsrpt.example.test"
+REPORT = build_report([Session("example.test", "sts", "starttls-not-supported", ("version: STSv1",),
+                               ("mx1.example.test",), "127.0.0.1", "mx1.example.test")],
+                      organization_name="Lab", contact_info="tlsrpt@sender.test", report_id="r1",
+                      start=1_700_000_000, end=1_700_000_100)
+GZ = gzip.compress(json.dumps(REPORT).encode())
+
+
+def mail(*, gzipped: bool = True, sign: bool = True, **swap: bytes) -> bytes:
+    body = GZ if gzipped else json.dumps(REPORT).encode()
+    data = compose_mail(body, policy_domain="example.test", submitter="sender.test",
+                        mail_from="noreply@sender.test", rcpt_to="tlsrpt@example.test",
+                        report_id="r1", filename="sender.test!example.test!1!2.json.gz",
+                        gzipped=gzipped, now=1_700_000_100)
+    for old, new in swap.items():
+        data = data.replace(old.encode().replace(b"_", b"-"), new)
+    return dkim.sign(data, domain="sender.test", selector="tlsrpt") if sign else data
+
+
+# ---- reading a mailed report: RFC 8460 §5.3 (R-03, R-05) ---------------------------------------
+def test_composed_mail_reads_back_clean() -> None:
+    got = read_mail(mail())
+    assert got.problems == ()
+    assert got.report_domain == "example.test" and got.submitter == "sender.test"
+    assert got.subject == "Report Domain: example.test Submitter: sender.test Report-ID: <r1>"
+    assert got.attachment_type == MEDIA_GZIP and got.body == GZ
+    assert got.dkim is not None and got.dkim.domain == "sender.test" and got.dkim.body_hash_ok
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (mail(gzipped=False), None),
+    (mail(**{"multipart/report": b"multipart/mixed"}), "mail: Content-Type is "),
+    (mail(**{'report-type="tlsrpt"': b'report-type="dmarc"'}), "mail: Content-Type is "),
+    (mail(**{"TLS_Report_Domain:": b"X-Report-Domain:"}), "mail: no TLS-Report-Domain header field"),
+    (mail(**{"TLS_Report_Submitter:": b"X-Submitter:"}), "mail: no TLS-Report-Submitter header field"),
+    (mail(**{"application/tlsrpt+gzip": b"application/gzip"}), "mail: no application/tlsrpt+json or application/tlsrpt+gzip part"),
+    (mail(sign=False), "mail: no DKIM-Signature"),
+    (mail().replace(b"; bh=", b"; l=10; bh=", 1), "mail: DKIM-Signature: uses l="),
+    (mail().replace(b"h=from:", b"h=", 1), "mail: DKIM-Signature: From is not signed"),
+    (mail().replace(b"This is an aggregate", b"This was an aggregate"), "mail: DKIM-Signature: body hash does not match"),
+], ids=["json-attachment", "mixed", "dmarc", "no-domain", "no-submitter", "no-report-part", "unsigned",
+        "l-tag", "from-unsigned", "body-changed"])
+def test_read_mail(data: bytes, problem: str | None) -> None:
+    problems = read_mail(data).problems
+    if problem is None:
+        assert problems == ()
+    else:
+        assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_dkim_signature_verifies_and_tampering_does_not() -> None:
+    signed = mail()
+    key = dkim.lab_key().public_key()
+    assert dkim.verify(signed, key)
+    assert not dkim.verify(signed.replace(b"Submitter: sender.test", b"Submitter: evil.test", 1), key)
+    assert not dkim.verify(signed, rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key())
+    assert not dkim.verify(mail(sign=False), key)
+
+
+def stored(data: bytes, rcpt: str = "tlsrpt@example.test", tls: bool = False) -> StoredMessage:
+    return StoredMessage(mx="mx1.example.test", mail_from="noreply@sender.test", rcpt_tos=(rcpt,),
+                         data=data, tls=tls, tls_version=None, cipher=None, sni=None,
+                         peer="127.0.0.1:1", time=1.0)
+
+
+def test_mailbox_picks_reports_and_mail_to_the_rua() -> None:
+    probe = b"Subject: probe\r\n\r\nhello\r\n"
+    messages = [stored(mail()), stored(probe, rcpt="bob@example.test"),
+                stored(probe, rcpt="TLSRPT@example.test"),
+                stored(mail(**{"TLS_Report_Domain:": b"X-Report-Domain:"}), rcpt="other@example.test")]
+    got = read_mailbox(messages, {"tlsrpt@example.test"})
+    assert [r.valid for r in got] == [True, False, False]
+    assert got[0].report == REPORT and got[0].mail["tls"] is False
+    assert got[0].mail["dkim"]["body_hash_ok"] is True
+    assert "mail: no DKIM-Signature" not in " ".join(got[0].problems)
+    assert looks_like_report(mail()) and not looks_like_report(probe)
+
+
+# ---- the HTTPS endpoint: RFC 8460 §5.4 ---------------------------------------------------------
+@pytest.mark.parametrize(("method", "path", "ctype", "error", "status"), [
+    ("POST", REPORT_PATH, MEDIA_GZIP, None, 200),
+    ("POST", REPORT_PATH + "?x=1", MEDIA_JSON, None, 200),
+    ("POST", REPORT_PATH, MEDIA_JSON, "not JSON", 400),
+    ("POST", REPORT_PATH, "application/json", "media type", 415),
+    ("GET", REPORT_PATH, MEDIA_JSON, None, 405),
+    ("POST", "/", MEDIA_JSON, None, 404),
+])
+def test_status_for(method: str, path: str, ctype: str, error: str | None, status: int) -> None:
+    assert status_for(method, path, ctype, error) == status
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[TlsRptCollector]:
+    with PKI() as pki:
+        async with TlsRptCollector(pki, "example.test") as service:
+            yield service
+
+
+async def post(service: TlsRptCollector, body: bytes, ctype: str, *, path: str = REPORT_PATH,
+               trusted: bool = True, method: str = "POST") -> int:
+    ctx = ssl.create_default_context(cafile=str(service.pki.ca_file)) if trusted \
+        else ssl.create_default_context()
+    async with aiohttp.ClientSession() as session, session.request(
+            method, f"https://127.0.0.1:{service.port}{path}", data=body, ssl=ctx,
+            server_hostname=HOST, headers={"Content-Type": ctype}) as resp:
+        return resp.status
+
+
+async def test_gzip_post_is_kept_with_sni_and_size(collector: TlsRptCollector) -> None:
+    assert await post(collector, GZ, MEDIA_GZIP) == 200
+    (got,) = collector.take_reports()
+    assert got.valid and got.report == REPORT and got.channel == "https"
+    assert got.sni == HOST and got.size == len(GZ) and got.media_type == MEDIA_GZIP
+    assert got.to_json()["valid"] is True and collector.take_reports() == []
+    collector.check()
+
+
+async def test_broken_posts_are_kept_too(collector: TlsRptCollector) -> None:
+    bad = dict(REPORT, policies=[])
+    assert await post(collector, json.dumps(bad).encode(), MEDIA_JSON) == 200
+    assert await post(collector, GZ, "application/json") == 415
+    assert await post(collector, b"\x1f\x8b broken", MEDIA_GZIP) == 400
+    assert await post(collector, GZ, MEDIA_GZIP, path="/") == 404
+    assert await post(collector, b"", MEDIA_JSON, method="GET") == 405
+    got = collector.take_reports()
+    assert [r.status for r in got] == [200, 415, 400, 404]  # a GET submits nothing
+    assert not any(r.valid for r in got)
+    assert got[0].problems == ("policies: is empty (a report covers at least one policy)",)
+    assert got[1].error is not None and "media type 'application/json'" in got[1].error
+    assert got[3].problems[0] == "posted to '/', not the rua path '/report'"
+    collector.check()
+
+
+async def test_a_client_without_the_lab_ca_fails(collector: TlsRptCollector) -> None:
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await post(collector, GZ, MEDIA_GZIP, trusted=False)
+    assert collector.take_reports() == []
