@@ -28,7 +28,17 @@ REPORT = build_report([Session("example.test", "sts", "starttls-not-supported", 
 GZ = gzip.compress(json.dumps(REPORT).encode())
 
 
-def mail(*, gzipped: bool = True, sign: bool = True, **swap: bytes) -> bytes:
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # RFC 8301's minimum
+
+
+@pytest.fixture(autouse=True)
+def _published_key() -> None:
+    """The submitter's key, as the reference sender publishes it (`s._domainkey.d` TXT)."""
+    dkim.publish("sender.test", "tlsrpt", dkim.lab_key().public_key())
+
+
+def mail(*, gzipped: bool = True, sign: bool = True, selector: str = "tlsrpt",
+         key: rsa.RSAPrivateKey | None = None, **swap: bytes) -> bytes:
     body = GZ if gzipped else json.dumps(REPORT).encode()
     data = compose_mail(body, policy_domain="example.test", submitter="sender.test",
                         mail_from="noreply@sender.test", rcpt_to="tlsrpt@example.test",
@@ -36,7 +46,7 @@ def mail(*, gzipped: bool = True, sign: bool = True, **swap: bytes) -> bytes:
                         gzipped=gzipped, now=1_700_000_100)
     for old, new in swap.items():
         data = data.replace(old.encode().replace(b"_", b"-"), new)
-    return dkim.sign(data, domain="sender.test", selector="tlsrpt") if sign else data
+    return dkim.sign(data, domain="sender.test", selector=selector, key=key) if sign else data
 
 
 # ---- reading a mailed report: RFC 8460 §5.3 (R-03, R-05) ---------------------------------------
@@ -47,6 +57,7 @@ def test_composed_mail_reads_back_clean() -> None:
     assert got.subject == "Report Domain: example.test Submitter: sender.test Report-ID: <r1>"
     assert got.attachment_type == MEDIA_GZIP and got.body == GZ
     assert got.dkim is not None and got.dkim.domain == "sender.test" and got.dkim.body_hash_ok
+    assert got.dkim.verified and got.dkim.signed_headers == dkim.SIGNED_HEADERS
 
 
 @pytest.mark.parametrize(("data", "problem"), [
@@ -57,11 +68,12 @@ def test_composed_mail_reads_back_clean() -> None:
     (mail(**{"TLS_Report_Submitter:": b"X-Submitter:"}), "mail: no TLS-Report-Submitter header field"),
     (mail(**{"application/tlsrpt+gzip": b"application/gzip"}), "mail: no application/tlsrpt+json or application/tlsrpt+gzip part"),
     (mail(sign=False), "mail: no DKIM-Signature"),
-    (mail().replace(b"; bh=", b"; l=10; bh=", 1), "mail: DKIM-Signature: uses l="),
-    (mail().replace(b"h=from:", b"h=", 1), "mail: DKIM-Signature: From is not signed"),
+    (mail().replace(b"bh=", b"l=10; bh=", 1), "mail: DKIM-Signature: uses l="),
+    (mail().replace(b"h=from : ", b"h=", 1), "mail: DKIM-Signature: From is not signed"),
     (mail().replace(b"This is an aggregate", b"This was an aggregate"), "mail: DKIM-Signature: body hash does not match"),
+    (mail(key=OTHER_KEY), "mail: DKIM-Signature: signature does not verify"),
 ], ids=["json-attachment", "mixed", "dmarc", "no-domain", "no-submitter", "no-report-part", "unsigned",
-        "l-tag", "from-unsigned", "body-changed"])
+        "l-tag", "from-unsigned", "body-changed", "wrong-key"])
 def test_read_mail(data: bytes, problem: str | None) -> None:
     problems = read_mail(data).problems
     if problem is None:
@@ -70,13 +82,42 @@ def test_read_mail(data: bytes, problem: str | None) -> None:
         assert any(p.startswith(problem) for p in problems), problems
 
 
-def test_dkim_signature_verifies_and_tampering_does_not() -> None:
-    signed = mail()
-    key = dkim.lab_key().public_key()
-    assert dkim.verify(signed, key)
-    assert not dkim.verify(signed.replace(b"Submitter: sender.test", b"Submitter: evil.test", 1), key)
-    assert not dkim.verify(signed, rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key())
-    assert not dkim.verify(mail(sign=False), key)
+# ---- the DKIM signature itself (RFC 6376, RFC 8460 §5.3): one success, then each way it breaks --
+LAB_PUBLIC = dkim.lab_key().public_key()
+
+
+@pytest.mark.parametrize(("data", "key", "problem"), [
+    (mail(), None, None),
+    (mail(), LAB_PUBLIC, None),
+    (mail(key=OTHER_KEY), OTHER_KEY.public_key(), None),
+    (mail().replace(b"This is an aggregate", b"This was an aggregate"), None, "body hash does not match"),
+    (mail().replace(b"Submitter: sender.test", b"Submitter: evil.test", 1), None, "signature does not verify: b= does not match"),
+    (mail().replace(b"bh=", b"l=10; bh=", 1), None, "uses l="),
+    (mail().replace(b"h=from : ", b"h=", 1), None, "From is not signed"),
+    (mail(key=OTHER_KEY), None, "signature does not verify: b= does not match"),
+    (mail(), OTHER_KEY.public_key(), "signature does not verify: b= does not match"),
+    (mail(selector="unpublished"), None, "signature does not verify: no key published at 'unpublished._domainkey.sender.test'"),
+    (mail().replace(b"a=rsa-sha256", b"a=rsa-md5", 1), None, "signature does not verify: unknown signature algorithm"),
+], ids=["verifies", "verifies-given-key", "other-key-given", "body-changed", "header-changed", "l-tag",
+        "from-unsigned", "wrong-key", "wrong-key-given", "unpublished", "bad-algorithm"])
+def test_dkim_signature(data: bytes, key: rsa.RSAPublicKey | None, problem: str | None) -> None:
+    facts = dkim.inspect_signature(data, key)
+    assert facts is not None and facts.domain == "sender.test" and facts.selector is not None
+    if problem is None:
+        assert facts.problems == () and facts.verified and facts.body_hash_ok
+        assert dkim.verify(data, key)
+    else:
+        assert any(p.startswith(problem) for p in facts.problems), facts.problems
+        assert not dkim.verify(data, key)
+
+
+def test_unsigned_mail_has_no_signature_and_does_not_verify() -> None:
+    assert dkim.inspect_signature(mail(sign=False)) is None
+    assert not dkim.verify(mail(sign=False), LAB_PUBLIC)
+
+
+def test_key_record_is_the_rfc_6376_txt_form() -> None:
+    assert dkim.key_record(LAB_PUBLIC).startswith(b"v=DKIM1; k=rsa; s=tlsrpt; p=MII")
 
 
 def stored(data: bytes, rcpt: str = "tlsrpt@example.test", tls: bool = False) -> StoredMessage:
@@ -93,7 +134,7 @@ def test_mailbox_picks_reports_and_mail_to_the_rua() -> None:
     got = read_mailbox(messages, {"tlsrpt@example.test"})
     assert [r.valid for r in got] == [True, False, False]
     assert got[0].report == REPORT and got[0].mail["tls"] is False
-    assert got[0].mail["dkim"]["body_hash_ok"] is True
+    assert got[0].mail["dkim"]["body_hash_ok"] is True and got[0].mail["dkim"]["verified"] is True
     assert "mail: no DKIM-Signature" not in " ".join(got[0].problems)
     assert looks_like_report(mail()) and not looks_like_report(probe)
 

@@ -38,6 +38,7 @@ async def test_reference_reports_a_stripped_starttls_both_ways() -> None:
     assert https["media_type"] == "application/tlsrpt+gzip" and https["valid"]
     assert mail["channel"] == "mail" and mail["valid"] and mail["tls"] is False  # in the clear
     assert mail["tls_report_domain"] == "example.test" and mail["dkim"]["body_hash_ok"]
+    assert mail["dkim"]["verified"]  # against the key the reference sender published
     (policy,) = https["report"]["policies"]
     assert policy["policy"]["policy-type"] == "sts" and "mode: testing" in policy["policy"]["policy-string"]
     assert policy["summary"] == {"total-successful-session-count": 0, "total-failure-session-count": 1}
