@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 4
 
-.PHONY: setup matrix test lint clean
+.PHONY: setup matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake
 
 setup: $(STAMP)
 
@@ -28,11 +28,58 @@ matrix: setup
 	  rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
 	  echo "run record: out/matrix.json  (JUnit: out/matrix.xml)"
 
+# Real MTAs under test (issue 4, docs/senders.md): Debian's postfix left unconfigured, Exim
+# unpacked into .real/exim, the Node packages of the mailauth driver, postfix-mta-sts-resolver
+# (the `real` extra). Idempotent and quiet; the Debian parts need root.
+real-setup: setup
+	@scripts/install-real-senders.sh
+
+# The catalogue against every real sender that can run here, inside a private network
+# namespace (--isolate: root, or user namespaces with uidmap). Exit 1 means FAIL cells.
+REAL_SENDERS = $(shell $(BIN)/python -c 'from lab.senders.registry import SENDERS; \
+  print(" ".join(f"--sender {n}" for n, i in SENDERS.items() if not i.builtin and i.available()[0]))' 2>/dev/null)
+matrix-real: real-setup
+	@mkdir -p out
+	@$(BIN)/downgrade-lab run scenarios --isolate $(REAL_SENDERS) --json out/matrix-real.json \
+	  --junit out/matrix-real.xml; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	  echo "run record: out/matrix-real.json  (JUnit: out/matrix-real.xml)"
+real-matrix: matrix-real
+
+# The classroom walkthrough (docs/teaching.md): four acts on real lab runs, Enter between acts.
+# `make demo DEMO=strip` replays one act; DEMO_HTML=out/demo.html also writes the page.
+demo: setup
+	$(BIN)/downgrade-lab demo $(DEMO) --pause $(if $(DEMO_HTML),--html $(DEMO_HTML))
+
+# Benchmarks (issue 6, docs/performance.md): scripts, not tests; each prints medians and the
+# ratio to its reference. The throughput figure compares with socat as a peer relay.
+bench: setup
+	@command -v socat >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat; } || \
+	  echo "socat not installed: no peer-relay figure"
+	$(BIN)/python bench/coldstart.py
+	$(BIN)/python bench/step.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS)
+
+# Hostile input, deeper than `make test`: the fuzz tests under the hypothesis `fuzz` profile
+# (FUZZ_EXAMPLES per test, default 20000), then atheris on every parser for FUZZ_SECONDS each
+# (optional: skipped where atheris does not install).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	$(BIN)/pytest -q -n 2 --timeout=0 --hypothesis-profile=fuzz tests/test_fuzz.py tests/test_dns_hostile.py
+	@$(BIN)/python -c 'import atheris' 2>/dev/null || $(BIN)/pip install -q -e '.[fuzz]' || true
+	$(BIN)/python scripts/fuzz_atheris.py all --seconds $(FUZZ_SECONDS)
+
+# The whole catalogue 20 times in one process; lists every verdict that changed between runs.
+flake: setup
+	$(BIN)/python scripts/flake.py --runs 20 --jobs $(JOBS)
+
 test: setup
 	$(BIN)/pytest -n 2 -q
 
 lint: setup
-	$(BIN)/ruff check lab tests
+	$(BIN)/ruff check lab tests bench scripts
 	$(BIN)/mypy
 
 clean:

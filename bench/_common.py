@@ -106,11 +106,11 @@ class LoadClient:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=64 * 1024 * 1024)
         return cls(proc)
 
-    async def run(self, job: dict[str, Any], timeout: float = 600.0) -> dict[str, Any]:
+    async def run(self, job: dict[str, Any], limit_s: float = 600.0) -> dict[str, Any]:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._proc.stdin.write(json.dumps(job).encode() + b"\n")
         await self._proc.stdin.drain()
-        line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
+        line = await asyncio.wait_for(self._proc.stdout.readline(), limit_s)
         if not line:
             raise RuntimeError("the load generator died")
         result: dict[str, Any] = json.loads(line)

@@ -28,6 +28,7 @@ from lab.lab import Lab
 from lab.pki import PKI
 
 TARGET_S = 0.300
+SELF = Path(__file__).resolve()
 
 
 async def ready(pki: PKI | None) -> tuple[float, float]:
@@ -72,7 +73,7 @@ async def bench(runs: int) -> int:
             cold.append(elapsed)
             pki_made.append(made)
             shared.append((await ready(pki))[0])
-    once = [sys.executable, str(Path(__file__).resolve()), "--once"]
+    once = [sys.executable, str(SELF), "--once"]
     bare = [sys.executable, "-c", "pass"]
     fresh: list[float] = []
     interp: list[float] = []
@@ -85,8 +86,9 @@ async def bench(runs: int) -> int:
     print(f"  of which making the CA: {spread(pki_made)}")
     print(f"start with a shared PKI: {spread(shared)}  (cold / shared = {med(cold) / med(shared):.2f}x)")
     print(f"fresh process, imports + one cold start: {spread(fresh)}")
+    extra = (med(fresh) - med(interp)) * 1000
     print(f"  bare interpreter (python -c pass): {spread(interp)}"
-          f"  (ratio {med(fresh) / med(interp):.1f}x; imports + lab: {(med(fresh) - med(interp)) * 1000:.0f} ms)")
+          f"  (ratio {med(fresh) / med(interp):.1f}x; imports + lab: {extra:.0f} ms)")
     return 0
 
 

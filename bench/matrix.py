@@ -43,6 +43,9 @@ def main() -> int:
             record = json.loads(out.read_text())
             pairs = len(record["results"])
             for r in record["results"]:
+                if r["verdict"] == "ERROR":  # the lab failed, not the sender: say where and why
+                    print(f"  ERROR {r['scenario']} x {r['sender']}: {r['reason']}")
+            for r in record["results"]:
                 n = max(1, len(r["steps"]))
                 steps += [r["duration_s"] / n] * n
             walls.append(wall)

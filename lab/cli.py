@@ -34,10 +34,16 @@ class ExitStatus(IntEnum):
 class Environment:
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    stdin: IO[str] = field(default_factory=lambda: sys.stdin)  # `demo --pause` reads Enter here
 
     @property
     def is_terminal(self) -> bool:
         return bool(getattr(self.stdout, "isatty", lambda: False)())
+
+    @property
+    def stderr_is_terminal(self) -> bool:
+        """Progress goes to stderr (stdout stays the matrix): a bar only if that is a terminal."""
+        return bool(getattr(self.stderr, "isatty", lambda: False)())
 
     @property
     def colour(self) -> bool:
@@ -85,6 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("senders", help="sender adapters, and whether each can run here")
 
+    demo = sub.add_parser("demo", help="the classroom walkthrough: four acts on real lab runs")
+    demo.add_argument("name", nargs="?", metavar="NAME", help="show one act only: 1 honest, "
+                      "2 strip, 3 enforce, 4 testing (default: all four)")
+    demo.add_argument("--sender", default="reference", metavar="NAME",
+                      help="the sender of acts 3 and 4 (default: %(default)s)")
+    demo.add_argument("--pause", action="store_true",
+                      help="wait for Enter between acts (end of input continues)")
+    demo.add_argument("--html", type=Path, metavar="FILE", help="also write the story as a page")
+
     cov = sub.add_parser("coverage", help="write the CONFORMANCE id -> scenarios page")
     cov.add_argument("paths", nargs="*", metavar="PATH")
     cov.add_argument("-o", "--output", default="docs/conformance.md", metavar="FILE",
@@ -129,6 +144,10 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return _cmd_list(args, env)
     if args.command == "senders":
         return _cmd_senders(env)
+    if args.command == "demo":
+        from lab.demo_view import command
+
+        return ExitStatus(command(args, env))
     if args.command == "coverage":
         return _cmd_coverage(args, env)
     raise UsageError(f"unknown command {args.command!r}")
@@ -240,25 +259,12 @@ def _write_views(args: argparse.Namespace, record: dict[str, Any], env: Environm
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
                              topology: Topology | None = None) -> RunRecord:
-    from lab.runner import PairResult, run_all
+    from lab.progress import progress
+    from lab.runner import run_all
     from lab.topology import LOOPBACK
 
     topology = topology or LOOPBACK
-    total = len(scenarios) * len(senders)
-    if not env.is_terminal:
-        return await run_all(scenarios, senders, jobs=jobs, capture=capture, topology=topology)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    counts = {"PASS": 0, "WEAK": 0, "FAIL": 0, "SKIP": 0, "ERROR": 0}
-    with Progress(TextColumn("[bold]running"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.description}"), transient=True) as bar:
-        task = bar.add_task("", total=total)
-
-        def tick(result: PairResult) -> None:
-            counts[result.judgement.verdict] += 1
-            desc = "  ".join(f"{v} {n}" for v, n in counts.items() if n)
-            bar.update(task, advance=1, description=desc)
-
+    with progress(env, len(scenarios) * len(senders)) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
                              topology=topology)
 

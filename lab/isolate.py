@@ -8,10 +8,12 @@ private resolv.conf/hosts bind-mounted over /etc in its private mount namespace.
 the lab in the isolated topology (lab/topology.py).
 
 Why nothing is left behind: the namespaces live only as long as their processes; the inner
-process is PID 1 of its own PID namespace, so when it exits the kernel kills every daemon it
-started (Postfix, mta-sts-daemon); `--kill-child` makes `unshare` SIGKILL it if `unshare`
-itself dies; mounts made in a private mount namespace vanish with it; and the outer process
-removes the private folder, which holds every temp dir of the run (TMPDIR points there).
+process forks and stays PID 1 of its own PID namespace (reaping the daemons that detach, such
+as Postfix's master), and when the run ends the kernel kills whatever is left in it;
+`--kill-child` makes `unshare` SIGKILL PID 1 if `unshare` itself dies; mounts made in a
+private mount namespace vanish with it; and the outer process removes the private folder,
+which holds every temp dir of the run (TMPDIR points there). Ctrl-C reaches the run through
+the outer process, which waits for it to stop its senders.
 """
 
 from __future__ import annotations
@@ -84,9 +86,12 @@ def _rootless_missing() -> str:
         return "kernel.unprivileged_userns_clone=1 (it is 0)"
     if shutil.which("newuidmap") is None or shutil.which("newgidmap") is None:
         return "newuidmap/newgidmap (install the `uidmap` package)"
-    import getpass
+    import pwd
 
-    user = getpass.getuser()
+    try:  # the real user, whatever USER/LOGNAME say
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
     for table in ("/etc/subuid", "/etc/subgid"):
         try:
             lines = Path(table).read_text().splitlines()
@@ -100,10 +105,11 @@ def _rootless_missing() -> str:
 def run(argv: Sequence[str]) -> int:
     """Re-execute `python -m lab ARGV` inside new namespaces; return its exit status."""
     prefix = unshare_command()
-    folder = Path(tempfile.mkdtemp(prefix="downgrade-lab-isolate-"))
+    # Short names: Postfix's unix sockets live below it, and their paths must fit in 107 bytes.
+    folder = Path(tempfile.mkdtemp(prefix="dgl-", dir=_reachable_tmp()))
     try:
         folder.chmod(0o711)  # daemons that drop root (postfix, Debian-exim) traverse it
-        tmp = folder / "tmp"
+        tmp = folder / "t"
         tmp.mkdir(mode=0o711)
         tmp.chmod(0o711)
         (folder / "resolv.conf").write_text(RESOLV_CONF)
@@ -114,9 +120,27 @@ def run(argv: Sequence[str]) -> int:
         env[INSIDE_VAR] = json.dumps({"folder": str(folder), "outer": _namespaces()})
         env["TMPDIR"] = str(tmp)
         cmd = [*prefix, sys.executable, "-m", "lab", *argv]
-        return _wait(subprocess.Popen(cmd, env=env, process_group=0))
+        return _wait(subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=_die_with_parent))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _reachable_tmp() -> str:
+    """TMPDIR if daemons that drop root can walk down to it (every ancestor searchable by
+    others), else /tmp: a Postfix or Exim instance below a 0700 folder cannot start."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if all(p.stat().st_mode & 0o001 for p in (tmp, *tmp.parents)):
+        return str(tmp)
+    return "/tmp"
+
+
+def _die_with_parent() -> None:
+    """In `unshare` before exec: if this process dies (even by SIGKILL), the kernel kills
+    `unshare`, and `--kill-child` takes the namespace's PID 1 and everything in it along."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:

@@ -13,6 +13,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import weakref
 from pathlib import Path
 
 import trustme
@@ -62,6 +63,9 @@ class PKI:
 
     def __init__(self, parent_dir: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="downgrade-lab-", dir=parent_dir))
+        # The keys go with the PKI even if close() is never called: when it is collected, or at
+        # interpreter exit (a crashed run, a script that forgot).
+        self._remove = weakref.finalize(self, shutil.rmtree, self.dir, ignore_errors=True)
         os.chmod(self.dir, 0o700)
         self._ca = trustme.CA(organization_name="Downgrade Lab CA")
         self._rogue_ca: trustme.CA | None = None
@@ -128,7 +132,7 @@ class PKI:
         self._closed = True
         self._contexts.clear()
         self._files.clear()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._remove()
 
     def __enter__(self) -> PKI:
         return self

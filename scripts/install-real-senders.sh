@@ -18,11 +18,23 @@ export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "install-real-senders: $*" >&2; }
 
+quiet() {  # run "$@" silently; on failure show what it printed
+  local log
+  log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f "$log"
+    say "failed: $*"
+    return 1
+  fi
+  rm -f "$log"
+}
+
 apt_ready=
 apt_update() {
   # One `apt-get update` per run, and only when something is missing.
   [ -n "$apt_ready" ] && return
-  apt-get update -qq >/dev/null
+  quiet apt-get update -qq
   apt_ready=1
 }
 
@@ -44,14 +56,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     echo "postfix postfix/mailname string lab.invalid" | debconf-set-selections
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    quiet apt-get install -y -qq --no-install-recommends $missing
   fi
   # Exim: unpacked, never installed (it would replace postfix).
   if [ ! -x "$EXIM_DIR/usr/sbin/exim4" ]; then
     apt_update
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    (cd "$tmp" && apt-get download -qq exim4-daemon-light exim4-base exim4-config >/dev/null 2>&1)
+    (cd "$tmp" && quiet apt-get download -qq exim4-daemon-light exim4-base exim4-config)
     rm -rf "$EXIM_DIR.new" && mkdir -p "$EXIM_DIR.new"
     for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$EXIM_DIR.new"; done
     rm -rf "$EXIM_DIR" && mv "$EXIM_DIR.new" "$EXIM_DIR"
@@ -70,7 +82,7 @@ if command -v npm >/dev/null; then
   node_dir=lab/senders/node
   if [ ! -d "$node_dir/node_modules/mx-connect" ] || [ ! -d "$node_dir/node_modules/nodemailer" ] \
      || [ "$node_dir/package.json" -nt "$node_dir/node_modules" ]; then
-    npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error --omit=dev >/dev/null
+    quiet npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error --omit=dev
     touch "$node_dir/node_modules"
   fi
 else
@@ -79,8 +91,8 @@ fi
 
 # Python: the project's venv with the `real` extra (postfix-mta-sts-resolver).
 if [ ! -x "$VENV/bin/python" ]; then
-  make -s setup >/dev/null
+  quiet make -s setup
 fi
 if ! "$VENV/bin/python" -c 'import postfix_mta_sts_resolver' 2>/dev/null; then
-  "$VENV/bin/pip" install -q -e '.[test,real]'
+  quiet "$VENV/bin/pip" install -q -e '.[test,real]'
 fi

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import time
 from email.parser import BytesHeaderParser
 from pathlib import Path
@@ -37,6 +38,7 @@ POSTFIX_ETC = Path("/etc/postfix")
 DAEMON_DIR = Path("/usr/lib/postfix/sbin")  # Debian's daemon_directory
 TOOLS = ("postfix", "postconf", "postsuper", "postqueue", "sendmail")
 POLL_S = 0.01
+SUN_PATH_MAX = 107  # a unix socket path, without its NUL
 STOP_S = 5.0
 SBIN = ("/usr/sbin", "/usr/bin")
 
@@ -71,6 +73,9 @@ def main_cf(folder: Path, ca_file: Path, policy_maps: str | None) -> str:
         "smtp_connect_timeout = 5s", "smtp_helo_timeout = 8s", "smtp_starttls_timeout = 8s",
         "default_destination_concurrency_failed_cohort_limit = 10000",
         "queue_run_delay = 1s", "minimal_backoff_time = 1s", "maximal_backoff_time = 2s",
+        # A fresh instance has no flow-control tokens yet: cleanup would sometimes hold the
+        # first message for a whole second.
+        "in_flow_delay = 0",
     ]
     if policy_maps:
         lines.append(f"smtp_tls_policy_maps = {policy_maps}")
@@ -126,6 +131,7 @@ class PostfixSender:
     """Postfix at `smtp_tls_security_level = may`: opportunistic TLS, no MTA-STS."""
 
     name = "postfix"
+    short = "pf"  # work folder prefix: socket paths below it must stay short
     capabilities: frozenset[str] = frozenset({"queue-state"})
     mta_sts = False
     strict = False
@@ -157,7 +163,7 @@ class PostfixSender:
 
     async def start(self, env: LabEnv) -> None:
         require_isolated(env, self.name)
-        folder = self._dir = make_workdir(self.name)
+        folder = self._dir = make_workdir(self.short)
         try:
             await self._start(env, folder)
         except BaseException:
@@ -165,6 +171,10 @@ class PostfixSender:
             raise
 
     async def _start(self, env: LabEnv, folder: Path) -> None:
+        longest = folder / "queue" / "public" / "postlog"
+        if len(bytes(longest)) > SUN_PATH_MAX:
+            raise SenderError(f"{self.name}: {folder} is too deep for Postfix's unix sockets "
+                              f"({len(bytes(longest))} > {SUN_PATH_MAX} bytes): use a shorter TMPDIR")
         ca = export_ca(env, folder)
         if self.mta_sts:
             self._daemon = ResolverDaemon(folder)
@@ -174,12 +184,17 @@ class PostfixSender:
         maps = policy_map(self.strict) if self.mta_sts else None
         (conf / "main.cf").write_text(main_cf(folder, ca, maps))
         (conf / "master.cf").write_text(master_cf((POSTFIX_ETC / "master.cf").read_text()))
+        for name in ("main.cf", "master.cf"):
+            # Postfix sleeps in 0.3 s steps while a configuration file is younger than about
+            # 2 s (a file still being edited): back-date ours, which are complete.
+            past = time.time() - 60
+            os.utime(conf / name, (past, past))
         self._make_queue(folder)
         self._log = LogTail(folder / "maillog")
         # master -w directly, as `postfix start` does after its integrity checks: those take
         # seconds (check-warn walks every Postfix file) and the instance is new and well-formed.
         done = await run([str(DAEMON_DIR / "master"), "-c", self._conf, "-w"],
-                         env={**os.environ, "MAIL_CONFIG": self._conf}, check=False)
+                         env={**os.environ, "MAIL_CONFIG": self._conf}, check=False, output=False)
         if done.code != 0:
             # Without a terminal `postfix` prints nothing; its maillog says why.
             why = [line for line in self._log.read() if "fatal" in line or "error" in line]
@@ -266,11 +281,18 @@ class PostfixSender:
 
     async def _stop_postfix(self, folder: Path) -> None:
         pid = _master_pid(folder)
-        await run([_tool("postfix") or "postfix", "-c", str(folder / "conf"), "stop"], check=False)
+        if pid is None:
+            return
+        # What `postfix stop` does, minus its polling in whole seconds: SIGTERM to the master,
+        # which stops its children and exits; we watch it go in POLL_S steps.
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
         end = time.monotonic() + STOP_S
-        while pid is not None and _alive(pid):
+        while _alive(pid):
             if time.monotonic() >= end:
-                os.kill(pid, 9)  # a master that ignores `stop`; its children follow it
+                os.kill(pid, signal.SIGKILL)  # a master that ignores SIGTERM
                 break
             await asyncio.sleep(POLL_S)
 
@@ -308,6 +330,7 @@ class PostfixMtaStsSender(PostfixSender):
     """Postfix with postfix-mta-sts-resolver (`strict_testing` off)."""
 
     name = "postfix-mta-sts"
+    short = "pfm"
     capabilities: frozenset[str] = frozenset({"mta-sts", "queue-state"})
     mta_sts = True
 
@@ -316,4 +339,5 @@ class PostfixMtaStsStrictSender(PostfixMtaStsSender):
     """Postfix with postfix-mta-sts-resolver, `strict_testing: true` (testing as enforce)."""
 
     name = "postfix-mta-sts-strict"
+    short = "pfs"
     strict = True

@@ -31,6 +31,10 @@ DROPPED_VARS = frozenset({
 OUTPUT_MAX = 4000  # bytes of a failing command's output kept for the error line
 
 
+class SenderTimeout(SenderError):
+    """A sender's command did not finish in time: the sender's slowness, not a lab fault."""
+
+
 def require_isolated(env: LabEnv, name: str) -> None:
     if env.topology != "isolated":
         raise SenderError(f"{name} is a real MTA: it runs only in the isolated topology "
@@ -61,8 +65,9 @@ def sender_environ(env: LabEnv, ca_file: Path | None = None,
 
 def make_workdir(prefix: str) -> Path:
     """A private folder under TMPDIR (the isolated run's own folder, removed when it ends).
-    0711: daemons that drop root to their own user (postfix, Debian-exim) traverse it."""
-    path = Path(tempfile.mkdtemp(prefix=f"downgrade-lab-{prefix}-"))
+    0711: daemons that drop root to their own user (postfix, Debian-exim) traverse it. Keep
+    `prefix` short: Postfix's unix sockets live below it (107-byte path limit)."""
+    path = Path(tempfile.mkdtemp(prefix=f"dgl-{prefix}-"))
     path.chmod(0o711)
     return path
 
@@ -92,13 +97,16 @@ class Done:
 
 async def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
               stdin: bytes | None = None, timeout_s: float = 15.0, check: bool = True,
-              what: str = "") -> Done:
-    """Run `cmd` to its end; with `check`, a non-zero exit is a SenderError naming `what`."""
+              what: str = "", output: bool = True) -> Done:
+    """Run `cmd` to its end; with `check`, a non-zero exit is a SenderError naming `what`.
+    `output=False` for commands that leave a daemon behind: it would inherit the output pipe
+    and keep it open, and reading to its end would wait on the daemon."""
+    sink = asyncio.subprocess.PIPE if output else asyncio.subprocess.DEVNULL
     try:
         proc = await asyncio.create_subprocess_exec(
             *cmd, env=dict(env) if env is not None else None,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            stdout=sink, stderr=asyncio.subprocess.STDOUT if output else sink)
     except OSError as exc:
         raise SenderError(f"{what or cmd[0]}: cannot run {cmd[0]}: {exc.strerror}") from None
     try:
@@ -107,7 +115,8 @@ async def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        raise SenderError(f"{what or cmd[0]}: {cmd[0]} did not finish in {timeout_s:g} s") from None
+        raise SenderTimeout(f"{what or cmd[0]}: {Path(cmd[0]).name} did not finish in "
+                            f"{timeout_s:.1f} s") from None
     except BaseException:
         if proc.returncode is None:
             proc.kill()

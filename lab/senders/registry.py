@@ -50,6 +50,13 @@ SENDERS: dict[str, SenderInfo] = {
                    "Postfix + postfix-mta-sts-resolver (strict_testing off)", builtin=False),
         SenderInfo("postfix-mta-sts-strict", "lab.senders.postfix:PostfixMtaStsStrictSender",
                    "Postfix + postfix-mta-sts-resolver, strict_testing on", builtin=False),
+        SenderInfo("exim", "lab.senders.exim:EximSender",
+                   "Exim 4, default opportunistic TLS (no MTA-STS)", builtin=False),
+        SenderInfo("mailauth", "lab.senders.mailauth:MailauthSender",
+                   "Node mx-connect + mailauth + nodemailer (ZoneMTA's MTA-STS path)",
+                   builtin=False),
+        SenderInfo("command", "lab.senders.command:CommandSender",
+                   "any program, from the template in DOWNGRADE_LAB_COMMAND", builtin=False),
     )
 }
 

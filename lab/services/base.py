@@ -9,6 +9,13 @@ from typing import Self
 
 from lab.errors import ServiceError
 
+# listen() backlog of the SMTP listeners (receiver, proxy). SMTP is server-speaks-first: when a
+# burst of connections overflows the accept queue, Linux (with SYN cookies) drops the client's
+# final ACK while the client already counts itself connected, and it then waits for a 220 that
+# never comes. asyncio's default of 100 lost deliveries at 500 at once (bench/concurrency.py).
+# The kernel caps it at net.core.somaxconn.
+SMTP_BACKLOG = 1024
+
 
 def require_lab_address(host: str) -> str:
     """Refuse to bind or connect anywhere but loopback (the lab never touches a real network).

@@ -24,7 +24,7 @@ from typing import Any
 from lab.errors import ServiceError
 from lab.model import Attack
 from lab.pki import PKI
-from lab.services.base import Service, require_lab_address
+from lab.services.base import SMTP_BACKLOG, Service, require_lab_address
 from lab.smtp import (
     TRANSFORMS,
     CloseBoth,
@@ -215,7 +215,8 @@ class MitmProxy(Service):
             for host in self.upstreams:
                 address, port = self.listen.get(host, (self.bind_host, 0))
                 try:
-                    server = await asyncio.start_server(partial(self._accept, host), address, port)
+                    server = await asyncio.start_server(partial(self._accept, host), address, port,
+                                                        backlog=SMTP_BACKLOG)
                 except OSError as exc:
                     raise ServiceError(f"mitm: cannot listen on {address}:{port}: {exc}") from exc
                 self._servers.append(server)

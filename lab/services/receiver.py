@@ -34,7 +34,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from lab.errors import ServiceError
 from lab.model import ReceiverSpec
 from lab.pki import PKI
-from lab.services.base import Service, require_lab_address
+from lab.services.base import SMTP_BACKLOG, Service, require_lab_address
 
 # aiosmtpd logs every odd command a sender (or the attacker) sends at WARNING; in the lab that is
 # evidence for the run record, not noise for the terminal.
@@ -268,7 +268,8 @@ class Receiver(Service):
         loop = asyncio.get_running_loop()
         try:
             for mx in self.hosts:
-                server = await loop.create_server(functools.partial(self._factory, mx), host, 0)
+                server = await loop.create_server(functools.partial(self._factory, mx), host, 0,
+                                                  backlog=SMTP_BACKLOG)
                 self._servers.append(server)
                 self.addresses[mx] = server.sockets[0].getsockname()[:2]
         except OSError as exc:

@@ -1,0 +1,99 @@
+"""`mailauth`: the Node MTA-STS implementation used by ZoneMTA (DESIGN §5, issue 4).
+
+ZoneMTA itself needs MongoDB and Redis (REAL-SENDERS.md), so the lab drives its delivery
+path directly: `lab/senders/node/mailauth-send.mjs` uses npm `mx-connect` (MX resolution,
+MTA-STS through `mailauth`, MX filtering) and nodemailer's SMTP connection, turning an
+enforce policy into required, verified TLS as ZoneMTA does. One Node process per message; the
+policy cache is a JSON file in the scenario's folder, so steps share it and every scenario
+starts cold. The verdict is the script's own JSON line: delivered, or the error it gave up with
+(deferred unless the error is permanent).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lab.env import LabEnv
+from lab.errors import SenderError
+from lab.senders.base import Message, SendReport, remaining
+from lab.senders.real import (
+    SenderTimeout,
+    export_ca,
+    make_workdir,
+    one_line,
+    require_isolated,
+    run,
+    sender_environ,
+)
+
+NODE_DIR = Path(__file__).resolve().parent / "node"
+SCRIPT = NODE_DIR / "mailauth-send.mjs"
+PACKAGES = ("mx-connect", "mailauth", "nodemailer")
+STATES = frozenset({"delivered", "deferred", "bounced"})
+
+
+def node_binary() -> str | None:
+    return shutil.which("node") or shutil.which("nodejs")
+
+
+class MailauthSender:
+    """mx-connect + mailauth + nodemailer, enforce as required verified TLS."""
+
+    name = "mailauth"
+    capabilities: frozenset[str] = frozenset({"mta-sts"})
+
+    @staticmethod
+    def available() -> tuple[bool, str]:
+        if node_binary() is None:
+            return False, "node not found: install Node.js (apt-get install nodejs npm)"
+        missing = [p for p in PACKAGES if not (NODE_DIR / "node_modules" / p).is_dir()]
+        if missing:
+            return False, (f"npm packages {', '.join(missing)} missing in {NODE_DIR}: "
+                           "make real-setup (npm install --prefix lab/senders/node)")
+        return True, ""
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+        self._environ: dict[str, str] = {}
+        self._count = 0
+
+    async def start(self, env: LabEnv) -> None:
+        require_isolated(env, self.name)
+        folder = self._dir = make_workdir(self.name)
+        try:
+            ca = export_ca(env, folder)
+            self._environ = sender_environ(env, ca, {"NODE_NO_WARNINGS": "1"})
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def send(self, message: Message, deadline: float) -> SendReport:
+        if self._dir is None:
+            raise SenderError("mailauth: send() before start()")
+        self._count += 1
+        body = self._dir / f"message-{self._count}.eml"
+        body.write_bytes(message.data)
+        try:
+            done = await run([node_binary() or "node", str(SCRIPT), "--from", message.mail_from,
+                              "--to", message.rcpt_to, "--message", str(body),
+                              "--cache", str(self._dir / "policy-cache.json")],
+                             env=self._environ, timeout_s=max(1.0, remaining(deadline)),
+                             check=False, what="mailauth")
+        except SenderTimeout as exc:
+            return SendReport("unknown", f"{exc} (killed at the step's deadline)")
+        lines = [line for line in done.out.splitlines() if line.startswith("{")]
+        try:
+            result = json.loads(lines[-1])
+        except (IndexError, ValueError):
+            return SendReport("unknown", f"mailauth-send.mjs (exit {done.code}): "
+                              f"{one_line(done.out) or 'no output'}")
+        state = result.pop("state", "unknown")
+        detail = str(result.pop("detail", ""))
+        return SendReport(state if state in STATES else "unknown", detail, result)
+
+    async def stop(self) -> None:
+        folder, self._dir = self._dir, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,108 @@
+"""Teardown (issue 6): a process that runs many labs ends with what it started with.
+
+200 start/stop cycles of a lab in one process, each with a session through the proxy, leave no
+open file descriptor, asyncio task, thread or temp dir behind; private keys are 0600 in a 0700
+dir while a lab runs and gone when it stops, or when the process exits without stopping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from lab.lab import Lab
+from lab.model import Scenario
+from lab.pki import PKI
+from lab.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+# spoof-mx: the most services and listeners a loopback lab has (two MX hosts, the attacker's)
+SCENARIO = ROOT / "scenarios" / "spoof" / "mx-enforce-warm.toml"
+CYCLES = 200
+
+
+def scenario() -> Scenario:
+    return load_scenario(SCENARIO)
+
+
+def footprint(tmp: Path) -> dict[str, int]:
+    gc.collect()  # a leak is what survives a collection, not what waits for one
+    return {"fds": len(os.listdir("/proc/self/fd")), "tasks": len(asyncio.all_tasks()),
+            "threads": threading.active_count(),
+            "temp dirs": len(list(tmp.glob("downgrade-lab-*")))}
+
+
+async def cycle(s: Scenario, pki: PKI | None) -> None:
+    """Start, prepare, greet one session through the proxy, stop."""
+    async with Lab(s, pki=pki) as lab:
+        await lab.prepare(s.steps[0])
+        host = s.mx_hosts()[0]
+        reader, writer = await asyncio.open_connection(*lab.env.address(host, 25))
+        try:
+            assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"220 ")
+            writer.write(b"QUIT\r\n")
+            await asyncio.wait_for(reader.readline(), 5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+
+@pytest.mark.timeout(120)
+async def test_200_lab_cycles_leak_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the other xdist worker's dirs
+    s = scenario()
+    with PKI() as shared:
+        for _ in range(3):  # lazy imports, caches and the first certificates
+            await cycle(s, shared)
+        before = footprint(tmp_path)
+        for _ in range(CYCLES):
+            await cycle(s, shared)
+        assert footprint(tmp_path) == before
+    assert footprint(tmp_path)["temp dirs"] == before["temp dirs"] - 1  # the shared PKI's
+
+
+@pytest.mark.timeout(60)
+async def test_labs_with_their_own_pki_leave_no_temp_dir_or_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    s = scenario()
+    await cycle(s, None)
+    before = footprint(tmp_path)
+    for _ in range(20):
+        await cycle(s, None)
+    assert footprint(tmp_path) == before == {**before, "temp dirs": 0}
+
+
+async def test_keys_are_private_while_the_lab_runs_and_gone_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    s = scenario()
+    async with Lab(s) as lab:
+        await lab.prepare(s.steps[0])
+        workdir = lab.env.workdir
+        assert workdir is not None and workdir.parent == tmp_path
+        lab.pki.cert_files(s.mx_hosts()[0], "untrusted")  # a second CA's leaf as well
+        keys = sorted(workdir.glob("*.key"))
+        assert keys and {k.stat().st_mode & 0o777 for k in keys} == {0o600}
+        assert workdir.stat().st_mode & 0o777 == 0o700
+    assert not workdir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keys_are_gone_when_the_process_exits_without_stopping(tmp_path: Path) -> None:
+    """A run that crashes (or a script that forgets close()) still removes its keys at exit."""
+    code = ("import sys; from lab.pki import PKI; p = PKI(sys.argv[1]); "
+            "p.cert_files('mx1.example.test'); print(p.dir)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, check=True)
+    workdir = Path(out.stdout.strip())
+    assert workdir.parent == tmp_path
+    assert not workdir.exists()
