@@ -24,7 +24,7 @@ HTTPS_PORT = 443
 USER_AGENT = "downgrade-lab-reference/0.1"
 
 
-class _LabResolver(AbstractResolver):
+class LabResolver(AbstractResolver):
     """aiohttp resolver: names through the lab DNS, ports from the lab's port map."""
 
     def __init__(self, env: LabEnv, dns: DnsClient) -> None:
@@ -61,7 +61,7 @@ class PolicyFetcher:
     def __init__(self, env: LabEnv, dns: DnsClient, *, timeout_s: float) -> None:
         ctx = ssl.create_default_context(cafile=str(env.ca_file))  # the lab CA and nothing else
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        connector = aiohttp.TCPConnector(resolver=_LabResolver(env, dns), ssl=ctx,
+        connector = aiohttp.TCPConnector(resolver=LabResolver(env, dns), ssl=ctx,
                                          force_close=True, use_dns_cache=False)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
                                               timeout=aiohttp.ClientTimeout(total=timeout_s))

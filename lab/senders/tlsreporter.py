@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from lab import dkim
 from lab.env import LabEnv
 from lab.policy import Policy, serialise_policy
 from lab.senders.base import Message
 from lab.senders.dnsclient import DnsClient, DnsError
+from lab.senders.policyfetch import LabResolver
 from lab.senders.smtpclient import Attempt, deliver_via_mx
 from lab.tlsrpt import (
     MEDIA_GZIP,
@@ -66,26 +65,6 @@ class Applied:
         if policy is None or policy.mode == "none":
             return cls(domain, "no-policy-found")
         return cls(domain, "sts", tuple(serialise_policy(policy).splitlines()), policy.mx)
-
-
-class _LabResolver(AbstractResolver):
-    """aiohttp resolver: names through the lab DNS, ports from the lab's port map."""
-
-    def __init__(self, env: LabEnv, dns: DnsClient) -> None:
-        self._env, self._dns = env, dns
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        try:
-            addresses = await self._dns.resolve_a(host)
-        except DnsError as exc:
-            raise OSError(f"cannot resolve {host}: {exc.reason}") from None
-        port = self._env.port_for_ip(host, addresses[0], port or 443)
-        return [ResolveResult(hostname=host, host=ip, port=port, family=socket.AF_INET, proto=0,
-                              flags=socket.AI_NUMERICHOST) for ip in addresses]
-
-    async def close(self) -> None:
-        return None
 
 
 class Reporter:
@@ -168,7 +147,7 @@ async def _post(env: LabEnv, dns: DnsClient, url: str, body: bytes) -> dict[str,
     """RFC 8460 §5.4: POST the gzipped report; 2xx is success."""
     ctx = ssl.create_default_context(cafile=str(env.ca_file))  # the lab CA and nothing else
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    connector = aiohttp.TCPConnector(resolver=_LabResolver(env, dns), ssl=ctx, force_close=True,
+    connector = aiohttp.TCPConnector(resolver=LabResolver(env, dns), ssl=ctx, force_close=True,
                                      use_dns_cache=False)
     entry: dict[str, Any] = {"rua": url, "sent": False}
     try:
