@@ -100,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="wait for Enter between acts (end of input continues)")
     demo.add_argument("--html", type=Path, metavar="FILE", help="also write the story as a page")
 
+    up = sub.add_parser("up", help="a live lab for hands-on work: runs COMMAND (or a shell) "
+                        "with the lab's environment until it ends")
+    up.add_argument("--scenario", type=Path, metavar="FILE",
+                    help="the world and attacks of this scenario (default: an enforce policy, "
+                    "one MX, no attack)")
+    up.add_argument("--step", type=int, default=1, metavar="N",
+                    help="which step of the scenario to set up (default: 1)")
+    up.add_argument("--isolate", action="store_true", help="run in a private network namespace "
+                    "(real ports 53/443/25 and /etc/resolv.conf: what unmodified MTAs need)")
+    up.add_argument("--json", type=Path, metavar="FILE",
+                    help="write what happened (mail stored, connections, fetches) as JSON")
+    up.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                    help="what to run inside (default: $SHELL)")
+
     cov = sub.add_parser("coverage", help="write the CONFORMANCE id -> scenarios page")
     cov.add_argument("paths", nargs="*", metavar="PATH")
     cov.add_argument("-o", "--output", default="docs/conformance.md", metavar="FILE",
@@ -137,7 +151,7 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         return ExitStatus.FAILED
 
 
-def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
+def _dispatch(args: argparse.Namespace, env: Environment) -> int:
     if args.command == "run":
         return _cmd_run(args, env)
     if args.command == "list":
@@ -150,6 +164,8 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return ExitStatus(command(args, env))
     if args.command == "coverage":
         return _cmd_coverage(args, env)
+    if args.command == "up":
+        return _cmd_up(args, env)
     raise UsageError(f"unknown command {args.command!r}")
 
 
@@ -241,6 +257,22 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         args.junit.write_bytes(to_junit(record))
     render(record, env.stdout, colour=env.colour)
     return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
+
+
+def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
+    from lab import up
+
+    command = list(args.program)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    up.choose(args.scenario, args.step)  # a bad scenario or step fails here, outside namespaces
+    topology = _isolation(args)
+    if topology is None:
+        from lab.isolate import run as run_isolated
+
+        return run_isolated(args.argv, foreground=True)
+    return up.run(args.scenario, args.step, topology, command, stdout=env.stdout,
+                  json_file=args.json)
 
 
 def _write_views(args: argparse.Namespace, record: dict[str, Any], env: Environment) -> None:

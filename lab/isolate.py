@@ -18,6 +18,7 @@ the outer process, which waits for it to stop its senders.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -102,8 +104,12 @@ def _rootless_missing() -> str:
     return ""
 
 
-def run(argv: Sequence[str]) -> int:
-    """Re-execute `python -m lab ARGV` inside new namespaces; return its exit status."""
+def run(argv: Sequence[str], *, foreground: bool = False) -> int:
+    """Re-execute `python -m lab ARGV` inside new namespaces; return its exit status.
+
+    `foreground` (`downgrade-lab up`): the inner run stays in the terminal's process group, so
+    the shell or command it runs can read the terminal and gets Ctrl-C from it directly; this
+    process ignores Ctrl-C and passes SIGTERM/SIGHUP on to the namespace's init."""
     prefix = unshare_command()
     # Short names: Postfix's unix sockets live below it, and their paths must fit in 107 bytes.
     folder = Path(tempfile.mkdtemp(prefix="dgl-", dir=_reachable_tmp()))
@@ -120,6 +126,8 @@ def run(argv: Sequence[str]) -> int:
         env[INSIDE_VAR] = json.dumps({"folder": str(folder), "outer": _namespaces()})
         env["TMPDIR"] = str(tmp)
         cmd = [*prefix, sys.executable, "-m", "lab", *argv]
+        if foreground:
+            return _wait_foreground(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
         return _wait(subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=_die_with_parent))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -170,6 +178,48 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
         if proc.poll() is None:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()
+
+
+def _wait_foreground(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for a foreground inner run (see `run`). `unshare` blocks SIGTERM and passes
+    nothing on, so SIGTERM/SIGHUP go to its child, the namespace's init, which hands them to
+    the run; STOP_GRACE_S later the whole namespace is killed."""
+    deadline: list[float] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        if not deadline:
+            deadline.append(time.monotonic() + STOP_GRACE_S)
+            for pid in _children(proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, on_term)
+    try:
+        while True:
+            try:
+                code = proc.wait(timeout=0.2)
+                return code if code >= 0 else 128 - code
+            except subprocess.TimeoutExpired:
+                if deadline and time.monotonic() > deadline[0]:
+                    proc.kill()  # --kill-child: SIGKILL to the init, and the namespace is gone
+                    proc.wait()
+                    return 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
 
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:

@@ -192,12 +192,28 @@ class Lab:
         observed: dict[str, Any] = {
             "received": [_stored_json(m) for m in mine],
             "other_mail": [_stored_json(m) for m in others],
+            **self._traffic(connections),
+        }
+        return evidence, observed
+
+    def observe(self) -> dict[str, Any]:
+        """Everything recorded since `prepare()` (or the last take), as run-record JSON, with
+        no message singled out: what `downgrade-lab up` shows when its command ends."""
+        return {"received": [_stored_json(m) for m in self.receiver.take_messages()],
+                **self._traffic(self.proxy.take_records() if self.proxy else []),
+                "tlsrpt_reports": [r.to_json() for r in self.tlsrpt.take_reports()]}
+
+    @staticmethod
+    def stored_json(message: Any) -> dict[str, Any]:
+        return _stored_json(message)
+
+    def _traffic(self, connections: list[Any]) -> dict[str, Any]:
+        return {
             "dns_queries": to_json(self.dns.take_queries()),
             "policy_fetches": to_json(self.policyhost.take_requests()),
             "connections": [_connection_json(c, self.capture) for c in connections],
             "transcript": [entry for i, c in enumerate(connections) for entry in _transcript(c, i)],
         }
-        return evidence, observed
 
     def collect_reports(self, step: Step) -> tuple[tuple[ReportSeen, ...], dict[str, Any]]:
         """The TLS reports (RFC 8460) that arrived since `collect()`: POSTed to the collector or

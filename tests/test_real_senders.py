@@ -11,32 +11,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from lab.isolate import IsolationError, unshare_command
 from lab.senders.registry import SENDERS
+from tests.isolation import isolation_problem as _isolation_problem
+from tests.isolation import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
 RUN_TIMEOUT_S = 50
-
-
-def _isolation_problem() -> str | None:
-    try:
-        unshare_command()
-    except IsolationError as exc:
-        return str(exc)
-    return None
 
 
 def need(sender: str) -> None:
@@ -49,19 +39,6 @@ def need(sender: str) -> None:
         if os.environ.get("CI"):
             pytest.fail(f"{sender} should be installed on CI (scripts/install-real-senders.sh): {why}")
         pytest.skip(f"{sender}: {why}")
-
-
-@pytest.fixture
-def run_tmp() -> Iterator[Path]:
-    """The TMPDIR of one test's isolated runs: under /tmp and searchable by others, since
-    Postfix and Exim drop root and must reach their instance folders (pytest's own tmp_path
-    sits below a 0700 folder)."""
-    path = Path(tempfile.mkdtemp(prefix="dgl-test-", dir="/tmp"))
-    path.chmod(0o711)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def isolated_run(tmp_path: Path, tmp: Path, sender: str, *scenarios: str,
@@ -81,24 +58,6 @@ def isolated_run(tmp_path: Path, tmp: Path, sender: str, *scenarios: str,
 def result(record: dict[str, Any], scenario: str) -> dict[str, Any]:
     stem = scenario.rpartition("/")[2]
     return next(r for r in record["results"] if r["scenario"] == stem)
-
-
-def leftovers(tmp: Path) -> list[str]:
-    """What a finished run left: files under its TMPDIR, processes whose environment names it,
-    mounts that mention it."""
-    found = [f"file {p}" for p in tmp.rglob("*")] if tmp.exists() else []
-    needle = str(tmp).encode()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if needle in (proc / "environ").read_bytes() or needle in (proc / "cmdline").read_bytes():
-                found.append(f"process {proc.name} {(proc / 'cmdline').read_bytes()[:80]!r}")
-        except OSError:
-            continue
-    found += [f"mount {line}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if str(tmp) in line]
-    return found
 
 
 # -- the issue's "done when" behaviours ---------------------------------------------------------

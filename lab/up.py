@@ -1,0 +1,305 @@
+"""`downgrade-lab up`: a live lab for hands-on work (DESIGN §7, issue 4).
+
+The lab of one scenario step keeps running while COMMAND (or a shell) runs with the lab's
+environment: SSL_CERT_FILE / NODE_EXTRA_CA_CERTS set to the lab CA, proxy variables removed,
+LAB_* variables with the addresses. With `--isolate` the command runs inside the lab's own
+network namespace, where /etc/resolv.conf points at the lab DNS and every MX listens on port
+25, so an unmodified MTA, `swaks` or a browser-less script just works. When the command ends
+the lab stops, prints what happened (what the receiver stored, what the attacker did and
+read) and exits with the command's status.
+
+The command runs in a process group of its own which, on a terminal, becomes the terminal's
+foreground (as a shell does for a job): Ctrl-C reaches the command alone, an interactive
+shell or program reads the terminal, and when the command ends the lab stops. SIGINT, SIGTERM
+or SIGHUP sent to the lab itself are passed to the command's group, then SIGTERM and SIGKILL
+follow STOP_GRACE_S apart until it has ended; whatever it left in its group is sent SIGTERM.
+
+The banner, the event lines and the summary are pure functions of the lab's records
+(`banner`, `stored_line`, `summary`); `live()` is the thin async shell around them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from lab.errors import LabError
+from lab.lab import Lab
+from lab.model import Scenario, Step
+from lab.scenario import load_scenario, parse_scenario
+from lab.senders.real import export_ca, make_workdir, sender_environ
+from lab.topology import Topology
+
+STOP_GRACE_S = 5.0  # after Ctrl-C or SIGTERM, how long COMMAND may take before SIGKILL
+POLL_S = 0.2  # how often new mail is looked for (for the live event lines)
+DEFAULT_SHELL = "/bin/sh"
+# With no --scenario: an enforce policy and an honest path, the lab at rest.
+DEFAULT_SCENARIO = """
+title = "Live lab: an enforce policy, one MX, no attack"
+[policy]
+mode = "enforce"
+[[step]]
+expect = "delivered-tls"
+"""
+
+
+def choose(scenario_file: Path | None, step_number: int) -> tuple[Scenario, Step]:
+    """The scenario (the built-in default without a file) and its step `step_number` (1-based),
+    or LabError naming what is wrong."""
+    if scenario_file is None:
+        scenario = parse_scenario(tomllib.loads(DEFAULT_SCENARIO), file="<built-in>",
+                                  scenario_id="live")
+    else:
+        if not scenario_file.is_file():
+            raise LabError(f"--scenario {scenario_file}: no such file")
+        scenario = load_scenario(scenario_file)
+    if not 1 <= step_number <= len(scenario.steps):
+        raise LabError(f"--step {step_number}: {scenario.id} has steps 1 to {len(scenario.steps)}")
+    return scenario, scenario.steps[step_number - 1]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One lab host as the banner shows it."""
+
+    role: str  # dns | mx | policy | tlsrpt
+    name: str
+    ip: str
+    port: int
+
+
+def listeners(lab: Lab) -> list[Listener]:
+    env = lab.env
+    out = [Listener("dns", "", env.dns_host, env.dns_port)]
+    for host in lab.scenario.mx_hosts():
+        ip, port = env.address(host, 25)
+        out.append(Listener("mx", host, ip, port))
+    for role, name in (("policy", f"mta-sts.{lab.domain}"), ("tlsrpt", f"tlsrpt.{lab.domain}")):
+        ip, port = env.address(name, 443)
+        out.append(Listener(role, name, ip, port))
+    return out
+
+
+def banner(scenario: Scenario, step: Step, topology: Topology, hosts: Sequence[Listener],
+           ca_file: Path, environ: Mapping[str, str], command: Sequence[str]) -> str:
+    """What an MTA developer needs to point a sender at the lab."""
+    world = step.world
+    policy = world.policy
+    lines = [f"Downgrade Lab is up: {scenario.id}, step {step.index + 1} of {len(scenario.steps)}"
+             f" ({topology.summary})",
+             f"  {'domain':9} {world.domain}   mail to {world.message.to}",
+             f"  {'policy':9} " + (f"mode {policy.mode}, mx {', '.join(policy.mx or world.dns.mx)}"
+                                   if policy else "none published"),
+             f"  {'attacker':9} " + ("; ".join(a.describe() for a in step.attack)
+                                     or "none: an honest path")]
+    isolated = topology.isolated
+    for h in hosts:
+        where = f"{h.ip}:{h.port}"
+        if h.role == "dns":
+            note = "(/etc/resolv.conf points here)" if isolated else "(UDP and TCP)"
+            lines.append(f"  {'DNS':9} {where:21} {note}")
+        elif h.role == "mx":
+            lines.append(f"  {'MX':9} {where:21} {h.name}  (the attacker's proxy, then the "
+                         "genuine receiver)")
+        elif h.role == "policy":
+            lines.append(f"  {'policy':9} {where:21} https://{h.name}/.well-known/mta-sts.txt")
+        else:
+            lines.append(f"  {'TLS-RPT':9} {where:21} https://{h.name}/report")
+    lines.append(f"  {'CA':9} {ca_file}")
+    shown = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "LAB_DNS", "LAB_DNS_PORT", "LAB_HOSTS")
+    lines.append(f"  {'env':9} " + " ".join(f"{k}={environ[k]}" for k in shown if k in environ))
+    if not isolated:
+        lines.append("  Loopback topology: every host is 127.0.0.1, told apart by port; only a "
+                     "sender that takes a port map can use it (--isolate gives real ports).")
+    what = " ".join(command) if command else "a shell; `exit` stops the lab"
+    lines.append(f"Running {what}.")
+    return "\n".join(lines) + "\n"
+
+
+def stored_line(m: Any) -> str:
+    """One line per message the genuine receiver stored, as it arrives."""
+    how = f"over {m.tls_version}" if m.tls else "in PLAINTEXT"
+    return f"[lab] {m.mx} stored mail from <{m.mail_from}> to {', '.join(m.rcpt_tos)} {how}"
+
+
+def summary(observed: Mapping[str, Any]) -> str:
+    """What happened while the lab was up, from `Lab.observe()` records."""
+    stored = observed["received"]
+    lines = [f"[lab] stopped. The receiver stored {len(stored)} message(s)"
+             + (":" if stored else ".")]
+    for m in stored:
+        how = f"TLS {m['tls_version']}, SNI {m['sni'] or '-'}" if m["tls"] else "PLAINTEXT"
+        lines.append(f"  {m['mx']}: <{m['mail_from']}> -> {', '.join(m['rcpt_tos'])} ({how})")
+    conns = observed["connections"]
+    lines.append(f"[lab] {len(conns)} connection(s) crossed the attacker"
+                 + (":" if conns else "."))
+    said = _said_by_mx(observed["transcript"])
+    for i, c in enumerate(conns):
+        facts = []
+        if c["attacks"]:
+            facts.append("attacks " + ", ".join(c["attacks"]))
+        if said.get(i, (False, False))[0] and not said[i][1]:
+            facts.append("STARTTLS deleted from the EHLO reply")
+        if c["attacker_read_bytes"]:
+            facts.append(f"attacker read {c['attacker_read_bytes']} bytes of the sender's side"
+                         + (" incl. MAIL FROM" if c["saw_mail_from"] else ""))
+        else:
+            facts.append("attacker read nothing the sender said")
+        lines.append(f"  {c['mx']}: " + "; ".join(facts))
+    lines.append(f"[lab] {len(observed['policy_fetches'])} policy fetch(es), "
+                 f"{len(observed['dns_queries'])} DNS quer(ies), "
+                 f"{len(observed['tlsrpt_reports'])} TLS report(s)")
+    return "\n".join(lines) + "\n"
+
+
+def _said_by_mx(transcript: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, bool]]:
+    """Per connection: (the receiver offered STARTTLS, the sender heard it offered)."""
+    out: dict[int, tuple[bool, bool]] = {}
+    for row in transcript:
+        said = str(row.get("said") or "").upper()
+        if row.get("origin") != "receiver" or row.get("kind") != "reply" or "STARTTLS" not in said:
+            continue
+        offered, heard = out.get(row["connection"], (False, False))
+        out[row["connection"]] = (True, heard or "STARTTLS" in str(row.get("heard") or "").upper())
+    return out
+
+
+async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequence[str],
+               *, stdout: IO[str]) -> dict[str, Any]:
+    """Run the lab of `step` until `command` (or a shell) ends; return what happened, with the
+    command's exit status as "exit"."""
+    async with Lab(scenario, topology=topology) as lab:
+        await lab.prepare(step)
+        folder = make_workdir("up")
+        try:
+            ca = export_ca(lab.env, folder)  # readable by daemons that drop root
+            environ = sender_environ(lab.env, ca, {"LAB_WORKDIR": str(folder)})
+            argv = list(command) or [os.environ.get("SHELL") or DEFAULT_SHELL]
+            stdout.write(banner(scenario, step, topology, listeners(lab), ca, environ, command))
+            stdout.flush()
+            code, seen = await _supervise(lab, argv, environ, out=stdout)
+            observed = lab.observe()
+            observed["received"] = seen + observed["received"]
+            stdout.write(summary(observed))
+            return {"scenario": scenario.id, "step": step.index + 1, "topology": topology.name,
+                    "command": argv, "exit": code, **observed}
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
+                     out: IO[str]) -> tuple[int, list[dict[str, Any]]]:
+    """Run `argv` to its end, printing each stored message as it arrives; the signals as the
+    module docstring says. Returns the exit status and the messages already taken."""
+    tty = _foreground_terminal()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, env=environ, preexec_fn=lambda: _own_group(tty))
+    except OSError as exc:
+        raise LabError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+    loop = asyncio.get_running_loop()
+    stop_with: list[signal.Signals] = []  # the first signal to pass on, once asked to stop
+
+    def asked(signum: signal.Signals) -> None:
+        if not stop_with:
+            stop_with.append(signum)
+
+    handled = {signal.SIGINT: signal.SIGINT, signal.SIGTERM: signal.SIGTERM,
+               signal.SIGHUP: signal.SIGTERM}
+    for signum, first in handled.items():
+        loop.add_signal_handler(signum, asked, first)
+    seen: list[dict[str, Any]] = []
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        while not waiter.done():
+            await asyncio.wait([waiter], timeout=POLL_S)
+            for m in lab.receiver.take_messages():
+                out.write(stored_line(m) + "\n")
+                out.flush()
+                seen.append(lab.stored_json(m))
+            if stop_with:
+                await _stop(proc.pid, waiter, stop_with[0])
+        return _status(waiter.result()), seen
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+        if not waiter.done():
+            await _stop(proc.pid, waiter, signal.SIGTERM)
+        _signal_group(proc.pid, signal.SIGTERM)  # what the command left in its group
+        if tty is not None:
+            _give_terminal(tty, os.getpgrp())
+
+
+def _foreground_terminal() -> int | None:
+    """The terminal this process runs in the foreground of (its stdin, stdout or stderr), or
+    None: the command then needs no terminal hand-over."""
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return fd
+        except OSError:
+            continue
+    return None
+
+
+def _own_group(tty: int | None) -> None:
+    """In the command's process, before exec: a process group of its own (so the lab can stop
+    everything it started), and the terminal's foreground if the lab had it, as a shell does
+    for a job: Ctrl-C then reaches the command alone, and an interactive program can read."""
+    os.setpgid(0, 0)
+    if tty is not None:
+        _give_terminal(tty, os.getpgrp())
+
+
+def _give_terminal(tty: int, pgrp: int) -> None:
+    previous = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # allowed from the background
+    try:
+        os.tcsetpgrp(tty, pgrp)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, previous)
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+async def _stop(pgid: int, waiter: asyncio.Future[int], first: signal.Signals) -> None:
+    """`first` (SIGINT when the lab was interrupted), then SIGTERM, then SIGKILL, STOP_GRACE_S
+    apart, to the command's process group, until the command has ended."""
+    for signum in dict.fromkeys((first, signal.SIGTERM, signal.SIGKILL)):
+        if waiter.done():
+            return
+        _signal_group(pgid, signum)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(waiter), STOP_GRACE_S)
+
+
+def _status(code: int) -> int:
+    """A shell's view of an exit status: 128 + N for a command killed by signal N."""
+    return code if code >= 0 else 128 - code
+
+
+def run(scenario_file: Path | None, step_number: int, topology: Topology,
+        command: Sequence[str], *, stdout: IO[str] = sys.stdout, json_file: Path | None = None
+        ) -> int:
+    scenario, step = choose(scenario_file, step_number)
+    record = asyncio.run(live(scenario, step, topology, command, stdout=stdout))
+    if json_file is not None:
+        json_file.write_text(json.dumps(record, indent=1) + "\n")
+    return int(record["exit"])
