@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dns.asyncquery
@@ -362,3 +363,24 @@ async def test_udp_and_tcp_share_the_port_and_stop_is_idempotent() -> None:
     await s.stop()
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+def test_the_zone_module_is_sans_io() -> None:
+    """lab/dnszone.py (zone, answers, wire encoding) opens no sockets and runs no loop: it
+    imports none of asyncio/socket/ssl/selectors, and importing it pulls in no asyncio or ssl
+    (dnslib itself imports socket, for address conversion only)."""
+    import ast
+    import subprocess
+    import sys
+
+    import lab.dnszone
+
+    tree = ast.parse(Path(lab.dnszone.__file__).read_text())
+    imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for a in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & {"asyncio", "socket", "ssl", "selectors"}
+    code = "import sys, lab.dnszone; print(sorted({'asyncio', 'ssl'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

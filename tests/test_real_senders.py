@@ -22,7 +22,7 @@ import pytest
 
 from lab.senders.registry import SENDERS
 from tests.isolation import isolation_problem as _isolation_problem
-from tests.isolation import leftovers
+from tests.isolation import leftovers, need_isolation
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -31,9 +31,7 @@ RUN_TIMEOUT_S = 50
 
 def need(sender: str) -> None:
     """Skip (or on CI fail) unless `sender` can run here in an isolated namespace."""
-    problem = _isolation_problem()
-    if problem:
-        pytest.skip(problem)
+    need_isolation()
     ok, why = SENDERS[sender].available()
     if not ok:
         if os.environ.get("CI"):

@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-from pathlib import Path
 
 from lab.env import LabEnv
 from lab.errors import SenderError
 from lab.senders.base import Message, SendReport, remaining
-from lab.senders.real import export_ca, make_workdir, one_line, require_isolated, run, sender_environ
+from lab.senders.real import OneShotSender, one_line, run
 
 TEMPLATE_VAR = "DOWNGRADE_LAB_COMMAND"
 PLACEHOLDERS = ("{sender}", "{recipient}", "{message_file}", "{domain}")
@@ -55,7 +54,7 @@ def expand(words: list[str], values: dict[str, str]) -> list[str]:
     return out
 
 
-class CommandSender:
+class CommandSender(OneShotSender):
     """Any program, judged from the lab's evidence."""
 
     name = "command"
@@ -71,24 +70,12 @@ class CommandSender:
             return False, str(exc)
         return True, ""
 
-    def __init__(self) -> None:
-        self._dir: Path | None = None
-        self._environ: dict[str, str] = {}
-        self._count = 0
-
     async def start(self, env: LabEnv) -> None:
-        require_isolated(env, self.name)
         template()
-        folder = self._dir = make_workdir(self.name)
-        self._environ = sender_environ(env, export_ca(env, folder),
-                                       {"LAB_WORKDIR": str(folder)})
+        await self._open(env)
 
     async def send(self, message: Message, deadline: float) -> SendReport:
-        if self._dir is None:
-            raise SenderError("command: send() before start()")
-        self._count += 1
-        body = self._dir / f"message-{self._count}.eml"
-        body.write_bytes(message.data)
+        body = self._message_file(message.data)
         values = {"sender": message.mail_from, "recipient": message.rcpt_to,
                   "message_file": str(body), "domain": message.rcpt_to.rpartition("@")[2]}
         cmd = expand(template(), values)
@@ -102,8 +89,3 @@ class CommandSender:
             return SendReport("deferred", f"exit {done.code}: {one_line(done.out) or 'no output'}",
                               extra)
         return SendReport("unknown", f"handed over (exit 0): {one_line(done.out)}", extra)
-
-    async def stop(self) -> None:
-        folder, self._dir = self._dir, None
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)

@@ -16,17 +16,8 @@ import shutil
 from pathlib import Path
 
 from lab.env import LabEnv
-from lab.errors import SenderError
 from lab.senders.base import Message, SendReport, remaining
-from lab.senders.real import (
-    SenderTimeout,
-    export_ca,
-    make_workdir,
-    one_line,
-    require_isolated,
-    run,
-    sender_environ,
-)
+from lab.senders.real import OneShotSender, SenderTimeout, one_line, run
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 SCRIPT = NODE_DIR / "mailauth-send.mjs"
@@ -38,7 +29,7 @@ def node_binary() -> str | None:
     return shutil.which("node") or shutil.which("nodejs")
 
 
-class MailauthSender:
+class MailauthSender(OneShotSender):
     """mx-connect + mailauth + nodemailer, enforce as required verified TLS."""
 
     name = "mailauth"
@@ -54,27 +45,12 @@ class MailauthSender:
                            "make real-setup (npm install --prefix lab/senders/node)")
         return True, ""
 
-    def __init__(self) -> None:
-        self._dir: Path | None = None
-        self._environ: dict[str, str] = {}
-        self._count = 0
-
     async def start(self, env: LabEnv) -> None:
-        require_isolated(env, self.name)
-        folder = self._dir = make_workdir(self.name)
-        try:
-            ca = export_ca(env, folder)
-            self._environ = sender_environ(env, ca, {"NODE_NO_WARNINGS": "1"})
-        except BaseException:
-            await self.stop()
-            raise
+        await self._open(env, {"NODE_NO_WARNINGS": "1"})
 
     async def send(self, message: Message, deadline: float) -> SendReport:
-        if self._dir is None:
-            raise SenderError("mailauth: send() before start()")
-        self._count += 1
-        body = self._dir / f"message-{self._count}.eml"
-        body.write_bytes(message.data)
+        body = self._message_file(message.data)
+        assert self._dir is not None
         try:
             done = await run([node_binary() or "node", str(SCRIPT), "--from", message.mail_from,
                               "--to", message.rcpt_to, "--message", str(body),
@@ -92,8 +68,3 @@ class MailauthSender:
         state = result.pop("state", "unknown")
         detail = str(result.pop("detail", ""))
         return SendReport(state if state in STATES else "unknown", detail, result)
-
-    async def stop(self) -> None:
-        folder, self._dir = self._dir, None
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)

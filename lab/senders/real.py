@@ -193,3 +193,41 @@ async def wait_port(host: str, port: int, deadline_s: float, proc: asyncio.subpr
         writer.close()
         await writer.wait_closed()
         return
+
+
+class OneShotSender:
+    """Base of the senders that run one program per message (`command`, `mailauth`) from a
+    private folder holding a world-readable copy of the lab CA and each message as a file."""
+
+    name = "one-shot"
+
+    def __init__(self) -> None:
+        self._dir: Path | None = None
+        self._environ: dict[str, str] = {}
+        self._count = 0
+
+    async def _open(self, env: LabEnv, extra: Mapping[str, str] | None = None) -> Path:
+        """Make the folder and the program's environment (sender_environ + LAB_WORKDIR)."""
+        require_isolated(env, self.name)
+        folder = self._dir = make_workdir(self.name)
+        try:
+            self._environ = sender_environ(env, export_ca(env, folder),
+                                           {"LAB_WORKDIR": str(folder), **(extra or {})})
+        except BaseException:
+            await self.stop()
+            raise
+        return folder
+
+    def _message_file(self, data: bytes) -> Path:
+        """The next message, written to the folder for the program to read."""
+        if self._dir is None:
+            raise SenderError(f"{self.name}: send() before start()")
+        self._count += 1
+        path = self._dir / f"message-{self._count}.eml"
+        path.write_bytes(data)
+        return path
+
+    async def stop(self) -> None:
+        folder, self._dir = self._dir, None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -4,10 +4,15 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
+import weakref
 from types import TracebackType
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from lab.errors import ServiceError
+
+if TYPE_CHECKING:
+    from lab.pki import PKI
 
 # listen() backlog of the SMTP listeners (receiver, proxy). SMTP is server-speaks-first: when a
 # burst of connections overflows the accept queue, Linux (with SYN cookies) drops the client's
@@ -79,3 +84,19 @@ class Service:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+class HttpsHost(Service):
+    """Base of the lab's HTTPS hosts (policy host, TLS-RPT collector): one lab domain,
+    certificates from the lab PKI, a bind address and port (0: ephemeral, read back after
+    `start()`), and the SNI each TLS connection sent, kept only while the connection lives."""
+
+    def __init__(self, pki: PKI, domain: str, *, bind_host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        super().__init__()
+        self.pki = pki
+        self.domain = domain.lower().rstrip(".")
+        self.bind_host = bind_host
+        self.port = port
+        self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None]
+        self._sni = weakref.WeakKeyDictionary()

@@ -25,7 +25,6 @@ import socket
 import ssl
 import struct
 import time
-import weakref
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -36,7 +35,7 @@ from aiohttp import web
 from lab.errors import LabError, ServiceError
 from lab.model import BLOCK_HOWS, Attack, PolicySpec
 from lab.pki import PKI
-from lab.services.base import Service, require_lab_address
+from lab.services.base import HttpsHost, require_lab_address
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2 (F-01)
 SHUTDOWN_GRACE_S = 0.1  # how long stop() lets a handler finish before cancelling it
@@ -125,7 +124,7 @@ class _Conn(asyncio.Protocol):
         pass  # timeout: swallow the ClientHello and stay silent
 
 
-class PolicyHost(Service):
+class PolicyHost(HttpsHost):
     """The policy host for `domain`, HTTPS with certificates from `pki`, on `port` after
     `start()`. Set what it serves with `configure()` between steps; read and clear its logs
     with `take_requests()` and `take_handshakes()`."""
@@ -134,19 +133,12 @@ class PolicyHost(Service):
 
     def __init__(self, pki: PKI, domain: str, *, bind_host: str = "127.0.0.1",
                  port: int = 0) -> None:
-        super().__init__()
-        self.pki = pki
-        self.domain = domain.lower().rstrip(".")
-        self.bind_host = bind_host
-        self.port = port
+        super().__init__(pki, domain, bind_host=bind_host, port=port)
         self._policy: PolicySpec | None = None
         self._mode = "serve"  # serve | refused | reset | timeout
         self._trickle_s = 0.0
         self._requests: list[PolicyRequest] = []
         self._handshakes: list[Handshake] = []
-        # SNI per TLS connection, kept only as long as the connection lives
-        self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None]
-        self._sni = weakref.WeakKeyDictionary()
         self._conns: set[asyncio.Transport] = set()  # every accepted TCP connection
         self._tasks: set[asyncio.Task[None]] = set()  # TLS upgrades under way
         self._http: web.Server | None = None

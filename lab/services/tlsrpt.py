@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-import weakref
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +24,7 @@ from aiohttp import web
 
 from lab.errors import ServiceError
 from lab.pki import PKI
-from lab.services.base import Service, require_lab_address
+from lab.services.base import HttpsHost, require_lab_address
 from lab.services.receiver import StoredMessage
 from lab.tlsrpt import MEDIA_GZIP, MEDIA_JSON
 from lab.tlsrptcheck import decode_report, media_type, validate_report
@@ -118,7 +117,7 @@ def read_mailbox(messages: Iterable[StoredMessage], mailboxes: Collection[str]
             if looks_like_report(m.data) or any(r.lower() in boxes for r in m.rcpt_tos)]
 
 
-class TlsRptCollector(Service):
+class TlsRptCollector(HttpsHost):
     """The HTTPS report endpoint for `domain` (certificate for `tlsrpt.D` from the lab CA), on
     `port` after `start()`. `take_reports()` reads and clears what was posted."""
 
@@ -126,14 +125,8 @@ class TlsRptCollector(Service):
 
     def __init__(self, pki: PKI, domain: str, *, bind_host: str = "127.0.0.1",
                  port: int = 0) -> None:
-        super().__init__()
-        self.pki = pki
-        self.domain = domain.lower().rstrip(".")
-        self.bind_host = bind_host
-        self.port = port
+        super().__init__(pki, domain, bind_host=bind_host, port=port)
         self._reports: list[ReceivedReport] = []
-        self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None]
-        self._sni = weakref.WeakKeyDictionary()
         self._http: web.Server | None = None
         self._server: asyncio.Server | None = None
 
