@@ -241,6 +241,7 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
+    _prepare_outputs(args.json, args.junit, args.html)
     topology = _isolation(args)
     if topology is None:  # the outer process: the run happened inside the namespaces
         from lab.isolate import run as run_isolated
@@ -266,6 +267,7 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     up.choose(args.scenario, args.step)  # a bad scenario or step fails here, outside namespaces
+    _prepare_outputs(args.json)
     topology = _isolation(args)
     if topology is None:
         from lab.isolate import run as run_isolated
@@ -273,6 +275,22 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
         return run_isolated(args.argv, foreground=True)
     return up.run(args.scenario, args.step, topology, command, stdout=env.stdout,
                   json_file=args.json)
+
+
+def _prepare_outputs(*paths: Path | None) -> None:
+    """Before a run: make the folders of the output files, and refuse (one line, exit 2) a
+    path that cannot be written, rather than lose a finished run to it."""
+    for path in paths:
+        if path is None:
+            continue
+        if path.is_dir():
+            raise UsageError(f"downgrade-lab: {path} is a folder, not a file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"downgrade-lab: cannot write {path}: {exc.strerror or exc}") from None
+        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise UsageError(f"downgrade-lab: cannot write {path}: permission denied")
 
 
 def _write_views(args: argparse.Namespace, record: dict[str, Any], env: Environment) -> None:

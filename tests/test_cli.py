@@ -61,3 +61,23 @@ def test_senders_lists_the_builtin_adapters() -> None:
     code, out, _ = run(["senders"])
     assert code == 0
     assert "opportunistic" in out and "reference" in out
+
+
+@pytest.mark.parametrize("option", ["--json", "--junit", "--html"])
+def test_an_output_that_cannot_be_written_is_refused_before_the_run(
+        tmp_path: Path, option: str) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    healthy = str(ROOT / "scenarios" / "baseline" / "healthy.toml")
+    for target, words in ((blocker / "out.json", "cannot write"), (tmp_path, "is a folder")):
+        code, out, err = run(["run", healthy, option, str(target)])
+        assert code == 2 and words in err and err.count("\n") == 1, err
+        assert out == ""  # refused before any scenario ran
+
+
+def test_output_folders_are_made(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "deeper" / "run.json"
+    code, _, err = run(["run", str(ROOT / "scenarios" / "baseline" / "healthy.toml"),
+                        "--sender", "reference", "--json", str(target)])
+    assert code == 0, err
+    assert target.read_text().startswith("{")

@@ -281,3 +281,12 @@ def test_an_interactive_shell_reads_the_terminal_and_survives_ctrl_c(isolate: bo
     assert code == 5, shown
     assert re.search(r"lab-dns-\d+", shown), shown  # the shell expanded it: it read the line
     assert "[lab] stopped." in shown
+
+
+def test_an_unwritable_json_path_is_refused_before_the_lab_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["up", "--json", str(blocker / "up.json"), "--", "true"]) == 2
+    captured = capsys.readouterr()
+    assert "cannot write" in captured.err and "Downgrade Lab is up" not in captured.out
