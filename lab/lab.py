@@ -232,9 +232,12 @@ class Lab:
                 successes=counts.successes if counts else 0,
                 failures=counts.failures if counts else 0,
                 result_types=counts.result_types if counts else frozenset()))
+        connections = self.proxy.take_records()
         observed: dict[str, Any] = {
             "tlsrpt_reports": [r.to_json() for r in received],
-            "report_connections": [_connection_json(c) for c in self.proxy.take_records()],
+            "report_connections": [_connection_json(c) for c in connections],
+            "report_transcript": [entry for i, c in enumerate(connections)
+                                  for entry in _transcript(c, i)],
             "report_dns_queries": to_json(self.dns.take_queries()),
         }
         return tuple(seen), observed

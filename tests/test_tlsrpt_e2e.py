@@ -56,6 +56,13 @@ async def test_enforce_report_does_not_count_as_a_leak() -> None:
     (mail,) = step["tlsrpt_reports"]
     assert mail["channel"] == "mail" and mail["valid"] and mail["tls"] is False
     assert any(c["saw_mail_from"] for c in step["report_connections"])  # the report's own envelope
+    # ... and the story draws that delivery: the stripped EHLO reply and the report's MAIL FROM
+    said = [e["said"] for e in step["report_transcript"]]
+    assert any("STARTTLS" in s for s in said) and any(s.startswith("MAIL FROM") for s in said)
+    from lab.report.html import to_html
+
+    page = to_html({"results": [r], "summary": {}, "duration_s": 0})
+    assert "The TLS report's own delivery, through the attacker" in page
 
 
 async def test_a_sender_without_tls_rpt_is_skipped_not_failed() -> None:

@@ -188,6 +188,10 @@ def _step(n: int, total: int, step: dict[str, Any], sender: str) -> str:
                   timeline_svg(points),
                   f'<table class="facts"><tr><th>#</th><th>when</th><th>where</th><th>what</th>'
                   f"</tr>{timeline}</table>"]
+    if step.get("report_transcript"):  # a TLS report mailed through the attacker's proxy
+        parts += ["<h3>The TLS report's own delivery, through the attacker</h3>",
+                  sequence_svg({**step, "connections": step.get("report_connections") or [],
+                                "transcript": step["report_transcript"]}, sender)]
     parts += [_sender_report(step.get("sender_report") or {}), _received(step)]
     if "tlsrpt_reports" in step:
         parts.append(_tlsrpt(step))
