@@ -143,7 +143,7 @@ def summary(observed: Mapping[str, Any]) -> str:
     conns = observed["connections"]
     lines.append(f"[lab] {len(conns)} connection(s) crossed the attacker"
                  + (":" if conns else "."))
-    said = _said_by_mx(observed["transcript"])
+    said = _starttls_offers(observed["transcript"])
     for i, c in enumerate(conns):
         facts = []
         if c["attacks"]:
@@ -162,7 +162,7 @@ def summary(observed: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _said_by_mx(transcript: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, bool]]:
+def _starttls_offers(transcript: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, bool]]:
     """Per connection: (the receiver offered STARTTLS, the sender heard it offered)."""
     out: dict[int, tuple[bool, bool]] = {}
     for row in transcript:
