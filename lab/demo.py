@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +262,7 @@ def _read_fact(step: dict[str, Any]) -> Fact:
     return Fact("the attacker read", shown or "nothing", "bad" if step.get("attacker_saw_body") else "good")
 
 
-def _main_connection(step: dict[str, Any]) -> int | None:
+def _main_connection(step: Mapping[str, Any]) -> int | None:
     """The step's delivery connection: the last one the receiver greeted."""
     greeted = [e["connection"] for e in step.get("transcript") or []
                if e.get("kind") == "reply" and str(e.get("said", "")).startswith("220 ")
@@ -283,9 +283,11 @@ def attacker_read(step: dict[str, Any]) -> str:
     return str(conn.get("attacker_read", "")) if conn else ""
 
 
-def dialogue(step: dict[str, Any]) -> list[Line]:
-    """The delivery connection line by line, receiver side and sender side."""
-    index = _main_connection(step)
+def dialogue(step: Mapping[str, Any], index: int | None = None) -> list[Line]:
+    """Connection `index` of the step (default: the delivery connection) line by line,
+    receiver side and sender side."""
+    if index is None:
+        index = _main_connection(step)
     lines: list[Line] = []
     for e in step.get("transcript") or []:
         if e.get("connection") != index:

@@ -27,6 +27,7 @@ COLUMN = 38
 CHANGE_WORDS = {"deleted": "deleted by the attacker", "added": "added by the attacker",
                 "changed": "changed by the attacker", "dropped": "swallowed by the attacker",
                 "forged": "the attacker answered this itself"}
+DIALOGUE_HEAD = f"   {'the receiver said / got'.ljust(COLUMN)}  the sender heard / sent"
 TONE_STYLE = {"good": "bold green", "bad": "bold red", "plain": ""}
 
 
@@ -83,8 +84,8 @@ def _cut(text: str, width: int = COLUMN) -> str:
 def draw_plain(act: Act) -> str:
     out = [f"== {_heading(act)} ==", "", _fill(act.setup), ""]
     if act.dialogue:
-        out.append(f"   {'the receiver said / got'.ljust(COLUMN)}  the sender heard / sent")
-        out += [_plain_line(line) for line in act.dialogue]
+        out.append(DIALOGUE_HEAD)
+        out += [plain_line(line) for line in act.dialogue]
         out.append("")
     width = max((len(f.label) for f in act.facts), default=0)
     out += [f"  {f.label.ljust(width)}  {f.value}" for f in act.facts]
@@ -100,7 +101,8 @@ def draw_plain(act: Act) -> str:
     return "\n".join(out) + "\n\n"
 
 
-def _plain_line(line: Line) -> str:
+def plain_line(line: Line) -> str:
+    """One dialogue line as plain text: receiver side, sender side, what the attacker did."""
     if line.change == "tls":
         return f"   {'=' * 20} TLS from here on: the attacker relays bytes it cannot read {'=' * 4}"
     arrow = "XX" if line.change in ("deleted", "dropped") else line.arrow

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lab.demo import dialogue
+from lab.demo_view import DIALOGUE_HEAD, plain_line
 from lab.errors import LabError
 from lab.lab import Lab
 from lab.model import Scenario, Step
@@ -132,8 +134,9 @@ def stored_line(m: Any) -> str:
     return f"[lab] {m.mx} stored mail from <{m.mail_from}> to {', '.join(m.rcpt_tos)} {how}"
 
 
-def summary(observed: Mapping[str, Any]) -> str:
-    """What happened while the lab was up, from `Lab.observe()` records."""
+def summary(observed: Mapping[str, Any], *, dialogues: bool = True) -> str:
+    """What happened while the lab was up, from `Lab.observe()` records; `dialogues`: with each
+    connection's SMTP dialogue as both sides saw it (the attacker's changes marked)."""
     stored = observed["received"]
     lines = [f"[lab] stopped. The receiver stored {len(stored)} message(s)"
              + (":" if stored else ".")]
@@ -156,6 +159,9 @@ def summary(observed: Mapping[str, Any]) -> str:
         else:
             facts.append("attacker read nothing the sender said")
         lines.append(f"  {c['mx']}: " + "; ".join(facts))
+        if dialogues:
+            talk = dialogue(observed, i)
+            lines += [DIALOGUE_HEAD, *(plain_line(line) for line in talk)] if talk else []
     lines.append(f"[lab] {len(observed['policy_fetches'])} policy fetch(es), "
                  f"{len(observed['dns_queries'])} DNS quer(ies), "
                  f"{len(observed['tlsrpt_reports'])} TLS report(s)")

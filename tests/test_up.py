@@ -93,6 +93,11 @@ def test_strip_scenario_shows_the_downgrade(tmp_path: Path) -> None:
     assert "attacker  strip-starttls" in done.stdout
     assert "STARTTLS deleted from the EHLO reply" in done.stdout
     assert "in PLAINTEXT" in done.stdout
+    # the dialogue as both sides saw it: the receiver offered STARTTLS, the client never heard it
+    struck = next(line for line in done.stdout.splitlines() if "250-STARTTLS" in line)
+    assert struck.startswith("XX") and "DELETED BY THE ATTACKER" in struck
+    assert any("secret body" not in line and "[message data:" in line
+               for line in done.stdout.splitlines())
     record = _record(out)
     assert record["scenario"] == "no-policy" and record["exit"] == 0
     [stored] = record["received"]
@@ -184,7 +189,7 @@ def test_bad_scenario_file_is_one_line_and_exit_2(tmp_path: Path,
 # -- the pure parts ---------------------------------------------------------------------------
 
 def test_summary_tells_offered_from_heard() -> None:
-    reply = {"kind": "reply", "origin": "receiver", "connection": 0,
+    reply = {"kind": "reply", "origin": "receiver", "connection": 0, "direction": "receiver->sender",
              "said": "250-mx1\r\n250-STARTTLS\r\n250 OK", "heard": "250-mx1\r\n250 OK"}
     observed = {"received": [], "policy_fetches": [], "dns_queries": [], "tlsrpt_reports": [],
                 "connections": [{"mx": "mx1", "attacks": ["strip-starttls"], "saw_mail_from": True,
@@ -192,9 +197,10 @@ def test_summary_tells_offered_from_heard() -> None:
                 "transcript": [reply]}
     text = up.summary(observed)
     assert "STARTTLS deleted from the EHLO reply" in text and "incl. MAIL FROM" in text
+    assert "DELETED BY THE ATTACKER" in text  # the dialogue, line by line
     honest = dict(reply, heard=reply["said"])
-    text = up.summary({**observed, "transcript": [honest]})
-    assert "deleted" not in text
+    text = up.summary({**observed, "transcript": [honest]}, dialogues=False)
+    assert "deleted" not in text.lower() and "250-STARTTLS" not in text
 
 
 # -- isolated: the real ports and resolver ----------------------------------------------------
