@@ -168,8 +168,11 @@ def parse_txt_record(record: str) -> TxtRecord:
 # ---- policy -----------------------------------------------------------------------------------
 def _check_mx(pattern: str) -> None:
     # RFC 8461 §3.2: sts-policy-mx-value = ["*."] Domain (RFC 5321 Domain: LDH labels, A-labels
-    # only, no trailing dot). "x*.example" and "*" alone are not patterns.
+    # only). "x*.example" and "*" alone are not patterns. One trailing dot (the absolute form of
+    # the same name) is accepted, as matching ignores it (M-01): rejecting the line would turn a
+    # domain's enforce policy into no policy at all over a spelling.
     domain = pattern[2:] if pattern.startswith("*.") else pattern
+    domain = domain.removesuffix(".")
     labels = domain.split(".")
     if len(domain) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise PolicySyntax(f"mx {pattern!r} is not ['*.'] followed by a domain name")

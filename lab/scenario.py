@@ -266,9 +266,11 @@ def _attack(ctx: _Ctx, raw: Any, key: str, mx: Iterable[str]) -> Attack:
         hosts = ctx.hostnames(t["hosts"], f"{key}.hosts")
         known = set(mx)
         for h in hosts:
+            if h.startswith("*."):  # an attack sits on real connections, to named hosts
+                raise ctx.error(f"{key}.hosts", f"{h!r}: name MX hosts, not patterns")
             if h not in known:
-                raise ctx.error(f"{key}.hosts", f"{h!r} is not an MX host of this scenario "
-                                f"(MX hosts: {', '.join(sorted(known))})")
+                raise ctx.error(f"{key}.hosts", f"{h!r} is not an MX host of this step "
+                                f"(dns.mx: {', '.join(sorted(known))})")
     cert = ctx.choice(t["cert"], f"{key}.cert", CERT_VARIANTS) if "cert" in t else defaults.get("cert")
     how = ctx.choice(t["how"], f"{key}.how", BLOCK_HOWS) if "how" in t else defaults.get("how")
     return Attack(kind=kind, hosts=hosts, cert=cert, how=how)
@@ -334,8 +336,9 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
         attacks_raw = t.get("attack", [])
         if not isinstance(attacks_raw, list):
             attacks_raw = [attacks_raw]
-        mx_known = set(world.dns.mx) | set(world.policy.mx if world.policy else ())
-        attacks = tuple(_attack(ctx, a, f"{key}.attack[{j}]", mx_known)
+        # Only the step's MX hosts have connections to attack: a name only the policy lists
+        # would be an attack that silently does nothing.
+        attacks = tuple(_attack(ctx, a, f"{key}.attack[{j}]", world.dns.mx)
                         for j, a in enumerate(attacks_raw))
         tolerate = _outcomes(ctx, t.get("tolerate", []), f"{key}.tolerate")
         if expect in tolerate:

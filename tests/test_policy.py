@@ -188,7 +188,11 @@ def lines(*ls: str, end: str = "\n") -> str:
     ("P-02 max_age unicode", lines(V, E, MX, "max_age: \u0666\u0660"), PolicySyntax),
     ("P-02 mx bare wildcard", lines(V, E, "mx: *", AGE), PolicySyntax),
     ("P-02 mx partial wildcard", lines(V, E, "mx: x*.example.test", AGE), PolicySyntax),
-    ("P-02 mx trailing dot", lines(V, E, "mx: mail.example.test.", AGE), PolicySyntax),
+    # M-01: matching ignores a trailing dot, so the absolute form is a valid pattern (not two)
+    ("P-02 mx trailing dot", lines(V, E, "mx: mail.example.test.", AGE),
+     pol("enforce", "mail.example.test.")),
+    ("P-02 mx two trailing dots", lines(V, E, "mx: mail.example.test..", AGE), PolicySyntax),
+    ("P-02 mx only a dot", lines(V, E, "mx: .", AGE), PolicySyntax),
     ("P-02 mx leading hyphen", lines(V, E, "mx: -mail.example.test", AGE), PolicySyntax),
     ("P-02 mx underscore", lines(V, E, "mx: mail_1.example.test", AGE), PolicySyntax),
     ("P-02 mx U-label", lines(V, E, "mx: b\u00fccher.example", AGE), PolicySyntax),

@@ -102,6 +102,11 @@ STEP = '[[step]]\nexpect = "delivered"\n'
      "step[0].attack[0].how", "takes no"),
     ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{kind="strip-starttls", hosts=["mx9.example.test"]}]\n',
      "step[0].attack[0].hosts", "not an MX host"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{kind="strip-starttls", hosts=["*.example.test"]}]\n',
+     "step[0].attack[0].hosts", "not patterns"),
+    ('title = "t"\n[policy]\nmx = ["mx1.example.test", "mx2.example.test"]\n[[step]]\nexpect = "delivered"\n'
+     'attack = [{kind="strip-starttls", hosts=["mx2.example.test"]}]\n',  # in the policy, not in DNS
+     "step[0].attack[0].hosts", "not an MX host of this step"),
     ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{cert="expired"}]\n', "step[0].attack[0].kind", "missing"),
     ('title = "t"\n[[step]]\nexpect = "delivered"\nattack = [{kind="intercept-tls", cert="shiny"}]\n',
      "step[0].attack[0].cert", "'shiny'"),
