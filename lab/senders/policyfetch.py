@@ -3,11 +3,13 @@
 It resolves `mta-sts.D` through the lab DNS, connects where the lab says that host listens,
 verifies the certificate against the lab CA for `mta-sts.D` (SNI included, F-02, F-10), never
 follows redirects (F-03), never caches (F-04), stops reading past the size cap (F-06) and gives
-up after a timeout (F-06). Judging what came back is `lab.policy.validate_fetch`'s job.
+up after a timeout (F-06: one for the answer, one for the body). Judging what came back is
+`lab.policy.validate_fetch`'s job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from lab.senders.dnsclient import DnsClient, DnsError
 
 HTTPS_PORT = 443
 USER_AGENT = "downgrade-lab-reference/0.1"
+BODY_TIMEOUT_S = 3.0  # F-06: once the headers are in, the whole body (at most 64 KiB)
 
 
 class LabResolver(AbstractResolver):
@@ -56,39 +59,50 @@ class Fetched:
 
 
 class PolicyFetcher:
-    """One aiohttp session per sender; a new connection for every fetch."""
+    """One aiohttp session per sender; a new connection for every fetch.
 
-    def __init__(self, env: LabEnv, dns: DnsClient, *, timeout_s: float) -> None:
+    Two clocks (F-06): the answer's headers must come within the caller's `timeout_s` (a slow
+    but honest host gets its chance), then the whole body within BODY_TIMEOUT_S, since a
+    policy is at most 64 KiB: a body that trickles in is a failed fetch, not a long wait."""
+
+    def __init__(self, env: LabEnv, dns: DnsClient) -> None:
         ctx = ssl.create_default_context(cafile=str(env.ca_file))  # the lab CA and nothing else
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         connector = aiohttp.TCPConnector(resolver=LabResolver(env, dns), ssl=ctx,
                                          force_close=True, use_dns_cache=False)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,
-                                              timeout=aiohttp.ClientTimeout(total=timeout_s))
-        self._timeout_s = timeout_s
+                                              timeout=aiohttp.ClientTimeout(total=None))
 
     async def close(self) -> None:
         await self._session.close()
 
-    async def fetch(self, domain: str) -> Fetched:
+    async def fetch(self, domain: str, timeout_s: float) -> Fetched:
         """GET https://mta-sts.D/.well-known/mta-sts.txt (F-01). Raises FetchError."""
         url = f"https://mta-sts.{domain}/.well-known/mta-sts.txt"
+        phase = f"no answer within {timeout_s:.3g} s"
         try:
-            async with self._session.get(url, allow_redirects=False,
-                                         headers={"User-Agent": USER_AGENT}) as resp:
+            async with asyncio.timeout(timeout_s):
+                resp = await self._session.get(url, allow_redirects=False,
+                                               headers={"User-Agent": USER_AGENT})
+            try:
+                phase = f"the body did not arrive within {BODY_TIMEOUT_S:g} s"
                 body = bytearray()
-                async for chunk in resp.content.iter_chunked(16384):
-                    body += chunk
-                    if len(body) > MAX_POLICY_BYTES:
-                        # RFC 8461 §3.3 (F-06): too big is a failed fetch, never a truncated policy.
-                        raise FetchError(f"policy larger than {MAX_POLICY_BYTES} bytes")
+                async with asyncio.timeout(BODY_TIMEOUT_S):
+                    async for chunk in resp.content.iter_chunked(16384):
+                        body += chunk
+                        if len(body) > MAX_POLICY_BYTES:
+                            # RFC 8461 §3.3 (F-06): too big is a failed fetch, never a truncated
+                            # policy.
+                            raise FetchError(f"policy larger than {MAX_POLICY_BYTES} bytes")
                 return Fetched(resp.status, resp.headers.get("Content-Type"), bytes(body))
+            finally:
+                resp.release()
         except aiohttp.ClientConnectorCertificateError as exc:
             raise FetchError(f"certificate of mta-sts.{domain}: {exc.certificate_error}",
                              webpki=True) from None
         except aiohttp.ClientSSLError as exc:
             raise FetchError(f"TLS with mta-sts.{domain} failed: {exc}", webpki=True) from None
         except TimeoutError:
-            raise FetchError(f"no complete answer within {self._timeout_s:g} s") from None
+            raise FetchError(phase) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise FetchError(f"fetch failed: {exc!r}") from None
