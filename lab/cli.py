@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -30,11 +33,16 @@ class ExitStatus(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (also when it ended the inner run of --isolate)
 
 
+def _devnull(mode: str) -> IO[str]:
+    return open(os.devnull, mode)  # noqa: SIM115 - lives as long as the process
+
+
 @dataclass
 class Environment:
-    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
-    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
-    stdin: IO[str] = field(default_factory=lambda: sys.stdin)  # `demo --pause` reads Enter here
+    # A stream the shell closed (`>&-`) is None in sys: write to /dev/null, read end of input.
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout or _devnull("w"))
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr or _devnull("w"))
+    stdin: IO[str] = field(default_factory=lambda: sys.stdin or _devnull("r"))  # demo --pause
 
     @property
     def is_terminal(self) -> bool:
@@ -62,6 +70,13 @@ class UsageError(LabError):
 
 
 DEFAULT_SCENARIOS = "scenarios"
+DEFAULT_JOBS = 4
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,15 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sender", action="append", dest="senders", metavar="NAME",
                      help="sender to test (repeat; default: every built-in sender)")
     run.add_argument("--isolate", action="store_true", help="run in a private network namespace")
-    run.add_argument("--json", type=Path, metavar="FILE", help="write the run record as JSON")
-    run.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML")
-    run.add_argument("--html", type=Path, metavar="FILE", help="write an HTML report")
-    run.add_argument("--pcap", type=Path, metavar="DIR", help="write what crossed the attacker "
+    run.add_argument("--json", type=_path, metavar="FILE", help="write the run record as JSON")
+    run.add_argument("--junit", type=_path, metavar="FILE", help="write JUnit XML")
+    run.add_argument("--html", type=_path, metavar="FILE", help="write an HTML report")
+    run.add_argument("--pcap", type=_path, metavar="DIR", help="write what crossed the attacker "
                      "as DIR/<scenario>/<sender>-step<N>.pcap")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only scenarios matching EXPR "
                      "(words match id, title, tags, conformance ids; and/or/not)")
-    run.add_argument("-j", dest="jobs", type=int, default=0, metavar="N",
-                     help="pairs run at once (default: 4)")
+    run.add_argument("-j", dest="jobs", type=int, default=None, metavar="N",
+                     help=f"pairs run at once (default: {DEFAULT_JOBS})")
 
     ls = sub.add_parser("list", help="list scenarios with titles and conformance ids")
     ls.add_argument("paths", nargs="*", metavar="PATH")
@@ -98,18 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the sender of acts 3 and 4 (default: %(default)s)")
     demo.add_argument("--pause", action="store_true",
                       help="wait for Enter between acts (end of input continues)")
-    demo.add_argument("--html", type=Path, metavar="FILE", help="also write the story as a page")
+    demo.add_argument("--html", type=_path, metavar="FILE", help="also write the story as a page")
 
     up = sub.add_parser("up", help="a live lab for hands-on work: runs COMMAND (or a shell) "
                         "with the lab's environment until it ends")
-    up.add_argument("--scenario", type=Path, metavar="FILE",
+    up.add_argument("--scenario", type=_path, metavar="FILE",
                     help="the world and attacks of this scenario (default: an enforce policy, "
                     "one MX, no attack)")
     up.add_argument("--step", type=int, default=1, metavar="N",
                     help="which step of the scenario to set up (default: 1)")
     up.add_argument("--isolate", action="store_true", help="run in a private network namespace "
                     "(real ports 53/443/25 and /etc/resolv.conf: what unmodified MTAs need)")
-    up.add_argument("--json", type=Path, metavar="FILE",
+    up.add_argument("--json", type=_path, metavar="FILE",
                     help="write what happened (mail stored, connections, fetches) as JSON")
     up.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                     help="what to run inside (default: $SHELL)")
@@ -123,14 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class OutputError(LabError):
+    """A report file could not be written after the run (the matrix is still shown)."""
+
+
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     env = env or Environment()
     args_list = list(sys.argv[1:] if argv is None else argv)
-    show_tb = "--traceback" in args_list
+    show_tb = "--traceback" in _before_dashes(args_list)  # before or after the subcommand
     try:
-        args = build_parser().parse_args(args_list)
-        args.argv = args_list  # --isolate re-executes the same command inside the namespaces
-        return int(_dispatch(args, env))
+        with _stop_signals_interrupt() as stopped:
+            args = build_parser().parse_args(_without_traceback(args_list))
+            args.argv = args_list  # --isolate re-executes the same command inside the namespaces
+            try:
+                return int(_dispatch(args, env))
+            except KeyboardInterrupt:
+                if stopped:  # SIGTERM/SIGHUP: the same clean stop as Ctrl-C, the shell's status
+                    env.stderr.write(f"downgrade-lab: stopped by {stopped[0].name}\n")
+                    return 128 + int(stopped[0])
+                raise
+    except BrokenPipeError:  # `downgrade-lab list | head`: the reader has all it wanted
+        _silence_stdout()
+        return ExitStatus.FAILED
     except ScenarioError as exc:
         env.stderr.write(f"downgrade-lab: bad scenario: {exc}\n")
         return ExitStatus.USAGE
@@ -143,12 +172,55 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     except KeyboardInterrupt:
         env.stderr.write("downgrade-lab: interrupted\n")
         return 130
+    except RecursionError:
+        env.stderr.write("downgrade-lab: input nested too deeply\n")
+        return ExitStatus.USAGE
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into one line
         if show_tb:
             traceback.print_exc(file=env.stderr)
         else:
             env.stderr.write(f"downgrade-lab: internal error: {exc!r} (run with --traceback)\n")
         return ExitStatus.FAILED
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt() -> Iterator[list[signal.Signals]]:
+    """While the command runs, SIGTERM and SIGHUP (a CI cancel, a closed terminal) stop it as
+    Ctrl-C does, so labs stop, senders stop and the private keys are removed; the list names
+    the signal that arrived. Only in the main thread (`main` is also a library call)."""
+    stopped: list[signal.Signals] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if not stopped:
+            stopped.append(signal.Signals(signum))
+        signal.raise_signal(signal.SIGINT)  # asyncio's own Ctrl-C handling, where it runs
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield stopped
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _before_dashes(args: list[str]) -> list[str]:
+    return args[:args.index("--")] if "--" in args else args
+
+
+def _without_traceback(args: list[str]) -> list[str]:
+    """`--traceback` is accepted anywhere before `--` (errors suggest adding it at the end)."""
+    head = _before_dashes(args)
+    return [a for a in head if a != "--traceback"] + args[len(head):]
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush does not
+    raise a second time (Python's documented recipe)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _dispatch(args: argparse.Namespace, env: Environment) -> int:
@@ -199,13 +271,18 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return ExitStatus.OK
     out = Path(args.output)
     if args.check:
-        current = out.read_text() if out.exists() else ""
+        try:
+            current = out.read_text(errors="replace") if out.exists() else ""
+        except OSError as exc:
+            raise UsageError(f"downgrade-lab: cannot read {out}: {exc.strerror or exc}") from None
         if current != page:
             env.stderr.write(f"downgrade-lab: {out} is stale: run `downgrade-lab coverage`\n")
             return ExitStatus.FAILED
         return ExitStatus.OK
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    _prepare_outputs(out)
+    failed = _try_write(out, lambda f: f.write_text(page))
+    if failed:
+        raise OutputError(failed)
     env.stdout.write(f"wrote {out}\n")
     return ExitStatus.OK
 
@@ -216,8 +293,10 @@ def _cmd_senders(env: Environment) -> ExitStatus:
     width = max(len(n) for n in SENDERS)
     for name, info in SENDERS.items():
         ok, why = info.available()
-        state = "ready" if ok else f"unavailable: {why}"
-        env.stdout.write(f"{name.ljust(width)}  {state:12}  {info.summary}\n")
+        env.stdout.write(f"{name.ljust(width)}  {'ready' if ok else 'unavailable':11}  "
+                         f"{info.summary}\n")
+        if not ok:
+            env.stdout.write(f"{'':{width}}  {'':11}  why: {why}\n")
     return ExitStatus.OK
 
 
@@ -226,9 +305,9 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from lab.report.terminal import render
     from lab.senders.registry import SENDERS, builtin_senders
 
-    if args.jobs < 0:
-        raise UsageError("downgrade-lab: -j takes a positive number")
-    senders = args.senders or builtin_senders()
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("downgrade-lab: -j takes a number of pairs from 1 up")
+    senders = list(dict.fromkeys(args.senders or builtin_senders()))  # each sender once
     for name in senders:
         if name not in SENDERS:
             raise UsageError(f"downgrade-lab: unknown sender {name!r} (known: {', '.join(SENDERS)})")
@@ -236,28 +315,57 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         if not ok:
             raise UsageError(f"downgrade-lab: sender {name!r} cannot run here: {why}")
         if not SENDERS[name].builtin and not args.isolate:
-            raise UsageError(f"downgrade-lab: sender {name!r} is a real MTA: it runs only with "
-                             "--isolate (a private network namespace)")
+            raise UsageError(f"downgrade-lab: sender {name!r} runs only with --isolate (a "
+                             "private network namespace with real ports and resolver)")
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
-    _prepare_outputs(args.json, args.junit, args.html)
+    _prepare_outputs(args.json, args.junit, args.html, folder=args.pcap,
+                     inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
     if topology is None:  # the outer process: the run happened inside the namespaces
         from lab.isolate import run as run_isolated
 
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
-    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or 4, env,
+    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or DEFAULT_JOBS, env,
                                             capture=args.pcap is not None,
                                             topology=topology)).as_json()
-    _write_views(args, record, env)
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
-    if args.junit:
-        args.junit.write_bytes(to_junit(record))
-    render(record, env.stdout, colour=env.colour)
+    render(record, env.stdout, colour=env.colour)  # first: a failing report file loses nothing
+    env.stdout.flush()
+    writers: list[tuple[Path | None, Callable[[Path], object]]] = [
+        (args.json, lambda f: f.write_text(json.dumps(record, indent=1) + "\n")),
+        (args.junit, lambda f: f.write_bytes(to_junit(record))),
+        (args.html, lambda f: _write_html(f, record)),
+        (args.pcap, lambda d: _write_pcaps(d, record, env)),
+    ]
+    failed = [msg for path, write in writers if path is not None
+              for msg in [_try_write(path, write)] if msg]
+    if failed:
+        raise OutputError("; ".join(failed))
     return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
+
+
+def _try_write(path: Path, write: Callable[[Path], object]) -> str:
+    """Write one report; '' or why not (each report is tried, whatever the others did)."""
+    try:
+        write(path)
+    except OSError as exc:
+        return f"cannot write {path}: {exc.strerror or exc}"
+    return ""
+
+
+def _write_html(path: Path, record: dict[str, Any]) -> None:
+    from lab.report.html import to_html
+
+    path.write_text(to_html(record), encoding="utf-8", errors="replace")
+
+
+def _write_pcaps(folder: Path, record: dict[str, Any], env: Environment) -> None:
+    from lab.report.pcap import write_pcaps
+
+    written = write_pcaps(record, folder)
+    env.stderr.write(f"wrote {len(written)} pcap files under {folder}\n")
 
 
 def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
@@ -277,33 +385,39 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
                   json_file=args.json)
 
 
-def _prepare_outputs(*paths: Path | None) -> None:
-    """Before a run: make the folders of the output files, and refuse (one line, exit 2) a
-    path that cannot be written, rather than lose a finished run to it."""
+def _prepare_outputs(*paths: Path | None, folder: Path | None = None,
+                     inputs: Sequence[Path] = ()) -> None:
+    """Before a run: make the folders of the output files (and the `--pcap` folder), and
+    refuse (one line, exit 2) a path that cannot be written or would overwrite a scenario
+    being run, rather than lose a finished run to it."""
+    sources = {p.resolve() for p in inputs}
     for path in paths:
         if path is None:
             continue
         if path.is_dir():
             raise UsageError(f"downgrade-lab: {path} is a folder, not a file")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"downgrade-lab: cannot write {path}: {exc.strerror or exc}") from None
+        if path.resolve() in sources:
+            raise UsageError(f"downgrade-lab: {path} is a scenario of this run: refusing to "
+                             "overwrite it")
+        _make_folder(path.parent, path)
         if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise UsageError(f"downgrade-lab: cannot write {path}: permission denied")
+    if folder is not None:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"downgrade-lab: --pcap {folder}: not a folder")
+        _make_folder(folder, folder)
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"downgrade-lab: cannot write under {folder}: permission denied")
 
 
-def _write_views(args: argparse.Namespace, record: dict[str, Any], env: Environment) -> None:
-    """--html and --pcap (the views other than the terminal's, JSON and JUnit)."""
-    if args.html:
-        from lab.report.html import to_html
-
-        args.html.write_text(to_html(record), encoding="utf-8", errors="replace")
-    if args.pcap:
-        from lab.report.pcap import write_pcaps
-
-        written = write_pcaps(record, args.pcap)
-        env.stderr.write(f"wrote {len(written)} pcap files under {args.pcap}\n")
+def _make_folder(folder: Path, wanted: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"downgrade-lab: cannot write {wanted}: {folder} (or a folder above "
+                         "it) is a file") from None
+    except OSError as exc:
+        raise UsageError(f"downgrade-lab: cannot write {wanted}: {exc.strerror or exc}") from None
 
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,

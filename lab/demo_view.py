@@ -43,6 +43,10 @@ def command(args: argparse.Namespace, env: Environment) -> int:
     info = SENDERS.get(args.sender)
     if info is None or not info.builtin:
         raise UsageError(f"downgrade-lab demo: --sender takes a built-in sender, not {args.sender!r}")
+    if args.html:
+        from lab.cli import _prepare_outputs
+
+        _prepare_outputs(args.html)  # before the acts run, not after
     results = asyncio.run(run_acts(specs, args.sender))
     acts = build(specs, results)
     for i, act in enumerate(acts):
@@ -53,7 +57,12 @@ def command(args: argparse.Namespace, env: Environment) -> int:
         else:
             env.stdout.write(draw_plain(act))
     if args.html:
-        args.html.write_text(draw_html(acts), encoding="utf-8")
+        from lab.cli import OutputError, _try_write
+
+        page = draw_html(acts)
+        failed = _try_write(args.html, lambda f: f.write_text(page, encoding="utf-8"))
+        if failed:
+            raise OutputError(failed)
         env.stderr.write(f"wrote {args.html}\n")
     return 0
 
@@ -64,7 +73,7 @@ def _wait(env: Environment, act: Act) -> None:
     env.stderr.flush()
     try:
         env.stdin.readline()
-    except (OSError, ValueError):  # closed or unreadable stdin: nothing to wait for
+    except (OSError, ValueError, AttributeError):  # closed or no stdin: nothing to wait for
         pass
 
 

@@ -152,14 +152,14 @@ def _die_with_parent() -> None:
 
 
 def _wait(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for the inner run; Ctrl-C (or SIGTERM) is passed on to it, then it gets
+    """Wait for the inner run; Ctrl-C (or SIGTERM, SIGHUP) is passed on to it, then it gets
     STOP_GRACE_S to stop its senders before the whole namespace is killed."""
     stop_requested = False
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             try:
@@ -174,7 +174,8 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
                 proc.wait()
                 return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if proc.poll() is None:
             _signal_group(proc, signal.SIGKILL)
             proc.wait()

@@ -15,6 +15,8 @@ import asyncio
 import difflib
 import json
 import os
+import signal
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,13 +60,35 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("lab_scenarios"):
         return
     _check_senders(config)
+    _stop_on_sigterm()
     out = config.getoption("lab_json")
     if out and not hasattr(config, "workerinput"):
-        config.pluginmanager.register(_RecordWriter(Path(out)), "downgrade_lab_json")
+        config.pluginmanager.register(_RecordWriter(_output(Path(out))), "downgrade_lab_json")
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --lab-scenarios scenarios` means "run the scenarios", not "and the whole
         # testpaths suite too"; name paths (`pytest tests --lab-scenarios ...`) to get both.
         config.args = []
+
+
+def _output(path: Path) -> Path:
+    """--lab-json FILE, checked before any test runs (a bad path must not cost the run)."""
+    if path.is_dir():
+        raise pytest.UsageError(f"--lab-json {path}: a folder, not a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise pytest.UsageError(f"--lab-json {path}: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK):
+        raise pytest.UsageError(f"--lab-json {path}: permission denied")
+    return path
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a CI job cancelled) stops the session as Ctrl-C does, so fixtures tear down,
+    labs stop and the lab PKI's private keys are removed; only if nobody else handles it."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL):
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _check_senders(config: pytest.Config) -> None:
@@ -94,7 +118,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not paths:
         return
     senders = _senders(config)
-    seen: set[str] = set()  # a scenario named twice (a folder and a file in it) runs once
+    seen: set[str] = set()  # a scenario file named twice (a folder and a file in it) runs once
     for path in dict.fromkeys(paths):
         rel = Path(os.path.relpath(Path(path).resolve(), config.rootpath)).as_posix()
         root = LabScenarios.from_parent(session, name=rel, nodeid=rel, path=Path(path).resolve(),
@@ -129,9 +153,12 @@ class LabScenarios(pytest.Collector):
         unavailable = {name: SENDERS[name].available()[1] for name in self.senders
                        if not SENDERS[name].available()[0]}
         for scenario in scenarios:
-            if scenario.id in self.seen:
+            # one file reached twice runs once; two files with one id (from different
+            # --lab-scenarios folders) are two tests: their node ids differ by the folder
+            key = os.path.realpath(scenario.path)
+            if key in self.seen:
                 continue
-            self.seen.add(scenario.id)
+            self.seen.add(key)
             for sender in self.senders:
                 name = f"{scenario.id}[{sender}]"
                 item = LabItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}",
@@ -290,14 +317,21 @@ class _RecordWriter:
         if record is not None and report.when == "call":
             self.results.append((getattr(report, "lab_index", 0), record))
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from lab.verdict import summary
 
         results = [record for _, record in sorted(self.results, key=lambda r: r[0])]
         record = {"results": results, "summary": summary(r["verdict"] for r in results),
                   "duration_s": round(sum(r.get("duration_s", 0) for r in results), 3)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(record, indent=1) + "\n")
+        try:
+            self.path.write_text(json.dumps(record, indent=1) + "\n")
+        except OSError as exc:  # /dev/full, a disk gone read-only: say so, keep the summary
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            line = f"downgrade-lab: cannot write --lab-json {self.path}: {exc.strerror or exc}"
+            if reporter is not None:
+                reporter.write_line(line, red=True)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -6,6 +6,7 @@ file, the key and what is allowed; a user never sees a traceback for a bad scena
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +33,7 @@ from lab.model import (
     TxtRecord,
     World,
 )
+from lab.scenariofiles import scenario_files
 from lab.tlsrpt import RESULT_TYPES
 
 # Allowed keys per table. Invariant: a key absent here is an error, never silently ignored.
@@ -169,6 +171,9 @@ def _dns(ctx: _Ctx, raw: Any, base: DnsSpec, key: str) -> DnsSpec:
     spec = base
     if "mx" in t:
         mx = ctx.hostnames(t["mx"], f"{key}.mx")
+        if not mx:
+            raise ctx.error(f"{key}.mx", "needs at least one MX host (the lab's receiver "
+                            "listens as each)")
         if any(h.startswith("*.") for h in mx):
             raise ctx.error(f"{key}.mx", "an MX host cannot be a wildcard")
         spec = replace(spec, mx=mx)
@@ -392,28 +397,35 @@ def load_scenario(path: Path, scenario_id: str | None = None) -> Scenario:
         raise ScenarioError(file, "", "not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
+        return parse_scenario(data, file=file, scenario_id=scenario_id or path.stem)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(file, "", f"bad TOML: {exc}") from None
-    return parse_scenario(data, file=file, scenario_id=scenario_id or path.stem)
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ScenarioError(file, "", "nested too deeply") from None
 
 
 def discover(paths: Sequence[str | Path]) -> list[Scenario]:
-    """Scenarios from files and folders (recursive). A scenario's id is its path below the
-    folder given, without `.toml`; a file given directly has its stem as id."""
+    """Scenarios from files and folders (recursive), in the order given, each file once.
+
+    A scenario's id is its path without `.toml` below the folder given, or its stem for a file
+    given alone. With several paths, ids are relative to the folder holding them all, so two
+    files never share an id: `scenarios/parse scenarios/tlsrpt` gives `parse/missing-version`
+    and `tlsrpt/missing-version`."""
+    found = [(Path(given), scenario_files(Path(given))) for given in paths]
+    anchors = [os.path.abspath(g if g.is_dir() else g.parent) for g, _ in found]
+    base = os.path.commonpath(anchors) if anchors else ""
     scenarios: list[Scenario] = []
+    ids: dict[str, str] = {}  # id -> the file that has it
     seen: set[str] = set()
-    for given in paths:
-        p = Path(given)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*.toml") if f.is_file())
-            pairs = [(f, f.relative_to(p).with_suffix("").as_posix()) for f in files]
-        elif p.is_file():
-            pairs = [(p, p.stem)]
-        else:
-            raise ScenarioError(str(p), "", "no such file or folder")
-        for f, sid in pairs:
-            if sid in seen:
-                continue  # the same scenario named twice (a folder and a file in it)
-            seen.add(sid)
+    for _, files in found:
+        for f in files:
+            real = os.path.realpath(f)
+            if real in seen:
+                continue  # the same file named twice (a folder and a file in it)
+            seen.add(real)
+            sid = Path(os.path.relpath(os.path.abspath(f), base)).with_suffix("").as_posix()
+            if sid in ids:
+                raise ScenarioError(str(f), "", f"has the same id {sid!r} as {ids[sid]}")
+            ids[sid] = str(f)
             scenarios.append(load_scenario(f, sid))
     return scenarios

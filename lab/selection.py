@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from lab.model import Scenario
 
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
+# Parentheses and `not`s nested deeper than this are refused: the parser recurses once per level,
+# and no real selection comes near it.
+MAX_DEPTH = 100
 
 
 def select(scenarios: Sequence[Scenario], expr: str) -> list[Scenario]:
@@ -31,27 +34,30 @@ def select(scenarios: Sequence[Scenario], expr: str) -> list[Scenario]:
             pos += 1
             return tokens[pos - 1]
 
-        def p_or() -> bool:
-            v = p_and()
+        def p_or(depth: int = 0) -> bool:
+            v = p_and(depth)
             while peek() == "or":
                 take()
-                v = p_and() or v
+                v = p_and(depth) or v
             return v
 
-        def p_and() -> bool:
-            v = p_not()
+        def p_and(depth: int) -> bool:
+            v = p_not(depth)
             while peek() == "and":
                 take()
-                v = p_not() and v
+                v = p_not(depth) and v
             return v
 
-        def p_not() -> bool:
+        def p_not(depth: int) -> bool:
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested too deeply (more than {MAX_DEPTH} levels of "
+                                 "parentheses or `not`)")
             if peek() == "not":
                 take()
-                return not p_not()
+                return not p_not(depth + 1)
             tok = take()
             if tok == "(":
-                v = p_or()
+                v = p_or(depth + 1)
                 if take() != ")":
                     raise ValueError("missing )")
                 return v

@@ -307,5 +307,8 @@ def run(scenario_file: Path | None, step_number: int, topology: Topology,
     scenario, step = choose(scenario_file, step_number)
     record = asyncio.run(live(scenario, step, topology, command, stdout=stdout))
     if json_file is not None:
-        json_file.write_text(json.dumps(record, indent=1) + "\n")
+        try:
+            json_file.write_text(json.dumps(record, indent=1) + "\n")
+        except OSError as exc:
+            raise LabError(f"cannot write {json_file}: {exc.strerror or exc}") from None
     return int(record["exit"])

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,3 +88,95 @@ def test_output_folders_are_made(tmp_path: Path) -> None:
                         "--sender", "reference", "--json", str(target)])
     assert code == 0, err
     assert target.read_text().startswith("{")
+
+
+HEALTHY = str(ROOT / "scenarios" / "baseline" / "healthy.toml")
+
+
+def test_a_sender_named_twice_runs_once() -> None:
+    code, out, _ = run(["run", HEALTHY, "--sender", "reference", "--sender", "reference"])
+    assert code == 0 and "1 PASS" in out
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_jobs_must_be_at_least_one(jobs: str) -> None:
+    code, _, err = run(["run", HEALTHY, "-j", jobs])
+    assert code == 2 and "-j takes a number of pairs from 1 up" in err
+
+
+def test_traceback_is_accepted_after_the_subcommand() -> None:
+    code, _, err = run(["run", HEALTHY, "--sender", "reference", "--traceback"])
+    assert code == 0, err
+
+
+def test_a_report_that_fails_to_write_loses_neither_the_matrix_nor_the_others(
+        tmp_path: Path) -> None:
+    junit = tmp_path / "run.xml"
+    code, out, err = run(["run", HEALTHY, "--sender", "reference", "--json", "/dev/full",
+                          "--junit", str(junit)])
+    assert code == 2
+    assert "healthy" in out and "1 PASS" in out  # the matrix was shown
+    assert junit.read_text().startswith("<?xml")  # the other report was written
+    assert err.splitlines()[-1] == "downgrade-lab: cannot write /dev/full: No space left on device"
+
+
+@pytest.mark.parametrize("extra", [["--pcap", "FILE"], ["--pcap", ""], ["--json", "SCENARIO"]])
+def test_bad_report_targets_are_refused_before_the_run(tmp_path: Path, extra: list[str]) -> None:
+    scenario = tmp_path / "mine.toml"
+    scenario.write_text((ROOT / "scenarios" / "baseline" / "healthy.toml").read_text())
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    extra = [str(afile) if e == "FILE" else str(scenario) if e == "SCENARIO" else e for e in extra]
+    code, out, err = run(["run", str(scenario), *extra])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert scenario.read_text().startswith("title")  # never overwritten
+
+
+def test_coverage_to_a_full_disk_is_one_line() -> None:
+    code, _, err = run(["coverage", "-o", "/dev/full"])
+    assert code == 2 and err.strip().endswith("cannot write /dev/full: No space left on device")
+
+
+def test_list_shows_control_characters_escaped(tmp_path: Path) -> None:
+    (tmp_path / "evil.toml").write_text('title = "red \\u001b[31m alert \\u0007"\n'
+                                        '[[step]]\nexpect = "delivered"\n')
+    code, out, _ = run(["list", str(tmp_path)])
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert "red \\x1b[31m alert \\x07" in out
+
+
+def _cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60, check=False, **kw)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    done = subprocess.run(f"{sys.executable} -m lab list scenarios | head -1", shell=True,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
+def test_closed_stdout_and_stderr_are_survived(tmp_path: Path) -> None:
+    record = tmp_path / "r.json"
+    done = subprocess.run(f"{sys.executable} -m lab run {HEALTHY} --sender reference "
+                          f"--json {record} >&- 2>&-", shell=True, cwd=ROOT, timeout=60,
+                          check=False)
+    assert done.returncode == 0
+    assert json.loads(record.read_text())["summary"]["PASS"] == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_a_run_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
+    """A cancelled CI job: labs stop and the PKI's private keys go, as after Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(ROOT / "scenarios"),
+                             "-j", "2"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not list(tmp_path.glob("downgrade-lab-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until a lab's PKI exists
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, err
+    assert f"stopped by {signum.name}" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no key, no temp folder left

@@ -102,7 +102,8 @@ def test_one_act_by_name_or_number() -> None:
 @pytest.mark.parametrize(("argv", "words"), [
     (["9"], "no act '9'"),
     (["strip", "--sender", "postfix"], "built-in sender"),
-], ids=["unknown-act", "real-mta"])
+    (["strip", "--html", "/"], "is a folder"),  # refused before the act runs, not after
+], ids=["unknown-act", "real-mta", "html-to-a-folder"])
 def test_bad_demo_usage_is_one_line_exit_2(argv: list[str], words: str) -> None:
     code, out, err = demo(argv)
     assert code == 2 and words in err and err.count("\n") == 1 and out == ""

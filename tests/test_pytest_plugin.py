@@ -189,3 +189,27 @@ def test_fixtures_work_in_strict_mode_and_catch_a_lab_left_running(tmp_path: Pat
                         "-W", "ignore::ResourceWarning", "-W", "ignore::pytest.PytestUnraisableExceptionWarning",
                         cwd=tmp_path)
     assert "make_lab: 1 lab(s) started but not stopped" in done.stdout, done.stdout[-2000:]
+
+
+def test_lab_json_to_a_folder_is_a_usage_error_before_any_test(tmp_path: Path) -> None:
+    done = child_pytest("-p", "no:xdist", "--lab-scenarios", "scenarios/baseline/healthy.toml",
+                        "--lab-sender", "reference", f"--lab-json={tmp_path}", "-q")
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert "a folder, not a file" in done.stderr and "passed" not in done.stdout
+
+
+def test_lab_json_that_cannot_be_written_keeps_the_summary(tmp_path: Path) -> None:
+    done = child_pytest("-p", "no:xdist", "--lab-scenarios", "scenarios/baseline/healthy.toml",
+                        "--lab-sender", "reference", "--lab-json=/dev/full", "-q")
+    assert "1 passed" in done.stdout and "Traceback" not in done.stdout + done.stderr
+    assert "cannot write --lab-json /dev/full" in done.stdout
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR
+
+
+def test_scenarios_with_one_id_in_two_folders_are_both_collected() -> None:
+    done = child_pytest("-p", "no:xdist", "--lab-scenarios", "scenarios/parse", "--lab-scenarios",
+                        "scenarios/tlsrpt", "--lab-scenarios", "scenarios/parse/missing-version.toml",
+                        "--lab-sender", "reference", "--collect-only", "-q")
+    ids = [line for line in done.stdout.splitlines() if "missing-version[reference]" in line]
+    assert len(ids) == 2, done.stdout[-2000:]  # parse's and tlsrpt's; the file named twice once
+    assert any("parse" in i for i in ids) and any("tlsrpt" in i for i in ids)

@@ -54,8 +54,10 @@ def isolated_run(tmp_path: Path, tmp: Path, sender: str, *scenarios: str,
 
 
 def result(record: dict[str, Any], scenario: str) -> dict[str, Any]:
+    # ids are relative to the folder holding every scenario given: the stem when they share
+    # one folder, `folder/stem` when they come from several
     stem = scenario.rpartition("/")[2]
-    return next(r for r in record["results"] if r["scenario"] == stem)
+    return next(r for r in record["results"] if r["scenario"] in (scenario, stem))
 
 
 # -- the "done when" behaviours ---------------------------------------------------------

@@ -3,13 +3,19 @@ one ScenarioError naming the file and the key."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from lab.errors import ScenarioError
 from lab.scenario import discover, load_scenario, parse_duration
-from lab.selection import select
+from lab.selection import MAX_DEPTH, select
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = '''
 title = "t"
@@ -126,6 +132,11 @@ STEP = '[[step]]\nexpect = "delivered"\n'
     ('title = "t"\n[[step]]\nexpect = "delivered"\nafter = "1d"\n', "step[0].after", "first step"),
     ('title = "t"\n[[step]]\nexpect = "delivered"\n[step.set]\nweather = 1\n', "step[0].set.weather", "unknown key"),
     ('title = "t"\nrfc = ["RFC8461"]\n' + STEP, "rfc[0]", "not a CONFORMANCE.md id"),
+    ('title = "t"\n[dns]\nmx = []\n' + STEP, "dns.mx", "needs at least one MX host"),
+    ('title = "t"\n[[step]]\nexpect = "delivered"\n[step.set.dns]\nmx = []\n', "step[0].set.dns.mx",
+     "needs at least one MX host"),
+    ('title = "t"\nx = ' + "[" * 5000 + "]" * 5000 + "\n" + STEP, "", "nested too deeply"),
+    ('title = "t"\nx = ' + "{a = " * 5000 + "1" + "}" * 5000 + "\n" + STEP, "", "nested too deeply"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
 def test_malformed_scenario_names_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
     path = write(tmp_path, text)
@@ -174,6 +185,135 @@ def test_discover_ids_and_select(tmp_path: Path) -> None:
 
 
 def test_the_catalogue_loads() -> None:
-    scenarios = discover([Path(__file__).parent.parent / "scenarios"])
+    scenarios = discover([ROOT / "scenarios"])
     assert scenarios, "the catalogue is empty"
     assert len({s.id for s in scenarios}) == len(scenarios)
+
+
+def test_an_empty_policy_mx_list_still_loads(tmp_path: Path) -> None:
+    # mode "none" policies list no MX (the catalogue has several); only dns.mx must name one
+    s = load_scenario(write(tmp_path, 'title = "t"\n[policy]\nmode = "none"\nmx = []\n' + STEP))
+    assert s.steps[0].world.policy is not None and s.steps[0].world.policy.mx == ()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """a/x, a/sub/y and b/x: two files named x.toml in different folders."""
+    for rel in ("a/x.toml", "a/sub/y.toml", "b/x.toml"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        write(tmp_path, f'title = "{rel}"\n' + STEP, rel)
+    return tmp_path
+
+
+DISCOVERIES = [
+    (["."], ["a/sub/y", "a/x", "b/x"]),
+    (["a"], ["sub/y", "x"]),  # one folder: ids below it, as before
+    (["a/x.toml"], ["x"]),  # one file: its stem
+    (["a", "b"], ["a/sub/y", "a/x", "b/x"]),  # several: below the folder holding them all
+    (["b/x.toml", "a/x.toml"], ["b/x", "a/x"]),
+    (["b", "a/x.toml"], ["b/x", "a/x"]),
+    (["a/sub", "a/x.toml"], ["sub/y", "x"]),
+    ([".", "a/x.toml"], ["a/sub/y", "a/x", "b/x"]),  # the same file twice runs once
+    (["a/x.toml", "a/./x.toml"], ["x"]),
+    (["a", "a"], ["sub/y", "x"]),
+]
+
+
+@pytest.mark.parametrize(("given", "ids"), DISCOVERIES, ids=[" ".join(g) for g, _ in DISCOVERIES])
+def test_discover_never_gives_two_files_one_id(tree: Path, given: list[str], ids: list[str]) -> None:
+    found = discover([tree / g for g in given])
+    assert [s.id for s in found] == ids
+    # each id is its own file's: the title is the file's path below the tree
+    assert all(s.title.removesuffix(".toml").endswith(s.id) for s in found)
+
+
+def test_discover_names_the_catalogue_files_that_share_a_name() -> None:
+    # scenarios/parse and scenarios/tlsrpt both have missing-version.toml
+    parse, tlsrpt = ROOT / "scenarios" / "parse", ROOT / "scenarios" / "tlsrpt"
+    found = discover([parse, tlsrpt])
+    assert len(found) == len(list(parse.glob("*.toml"))) + len(list(tlsrpt.glob("*.toml")))
+    assert {"parse/missing-version", "tlsrpt/missing-version"} <= {s.id for s in found}
+    found = discover([tlsrpt / "missing-version.toml", parse / "missing-version.toml"])
+    assert [s.id for s in found] == ["tlsrpt/missing-version", "parse/missing-version"]
+
+
+def test_the_same_file_through_a_symlink_runs_once(tree: Path) -> None:
+    (tree / "link.toml").symlink_to(tree / "a" / "x.toml")
+    assert [s.id for s in discover([tree / "a" / "x.toml", tree / "link.toml"])] == ["a/x"]
+
+
+def test_two_files_that_would_share_an_id_are_an_error(tree: Path) -> None:
+    # a file given directly need not end in .toml: a/x and a/x.toml would both be "x"
+    write(tree / "a", 'title = "bare"\n' + STEP, "x")
+    with pytest.raises(ScenarioError) as info:
+        discover([tree / "a" / "x.toml", tree / "a" / "x"])
+    assert str(tree / "a" / "x.toml") in str(info.value) and str(tree / "a" / "x") in str(info.value)
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda p: None, "no such file or folder"),
+    (lambda p: p.symlink_to(p.parent / "gone"), "no such file or folder (a dangling symlink)"),
+    (lambda p: p.symlink_to(p), "not a scenario file or folder (a symlink loop)"),
+    (lambda p: os.mkfifo(p), "not a scenario file or folder (a named pipe)"),
+    (lambda p: p.mkdir(), "no scenario files (*.toml) in this folder or below"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "no scenario files (*.toml)"),
+], ids=["missing", "dangling", "loop", "fifo", "empty", "no-toml"])
+def test_a_path_that_names_no_scenario_says_why(tmp_path: Path, make: Callable[[Path], object],
+                                                words: str) -> None:
+    path = tmp_path / "given.toml"
+    make(path)
+    with pytest.raises(ScenarioError) as info:
+        discover([path])
+    assert info.value.file == str(path) and words in info.value.message
+
+
+# Run as a user the folder's 000 mode applies to: root reads any folder.
+UNREADABLE = """
+import sys
+from lab.errors import ScenarioError
+from lab.scenario import discover
+try:
+    print([s.id for s in discover([sys.argv[1]])])
+except ScenarioError as exc:
+    print(exc)
+"""
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(run_tmp: Path) -> None:
+    top = run_tmp / "dir"
+    (top / "sub").mkdir(parents=True)
+    write(top, 'title = "b"\n' + STEP, "b.toml")
+    write(top / "sub", 'title = "c"\n' + STEP, "c.toml")
+    top.chmod(0o755)
+    (top / "sub").chmod(0o000)
+    as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+
+    def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*as_user, sys.executable, "-c", code, *args], capture_output=True,
+                              text=True, timeout=60, check=False, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    probe = python("import lab.scenario")
+    if probe.returncode != 0:
+        pytest.skip(f"the unprivileged user cannot run the lab here: {probe.stderr.strip()[-200:]}")
+    try:
+        done = python(UNREADABLE, str(top))
+    finally:
+        (top / "sub").chmod(0o755)
+    assert done.stdout == f"{top}: cannot read folder {top / 'sub'}: permission denied\n", done.stderr
+
+
+@pytest.mark.parametrize("expr", [
+    "(" * 3000 + "strip" + ")" * 3000,
+    "not " * 5000 + "strip",
+    "(not " * (MAX_DEPTH // 2 + 1) + "strip" + ")" * (MAX_DEPTH // 2 + 1),
+], ids=["3000-parentheses", "5000-nots", "mixed-past-the-limit"])
+def test_selection_refuses_expressions_nested_too_deeply(tree: Path, expr: str) -> None:
+    with pytest.raises(ValueError, match="nested too deeply"):
+        select(discover([tree]), expr)
+
+
+def test_selection_nests_up_to_the_limit(tree: Path) -> None:
+    found = discover([tree])
+    assert [s.id for s in select(found, "(" * MAX_DEPTH + "sub" + ")" * MAX_DEPTH)] == ["a/sub/y"]
+    assert [s.id for s in select(found, "not " * MAX_DEPTH + "sub")] == ["a/sub/y"]

@@ -106,3 +106,72 @@ def test_keys_are_gone_when_the_process_exits_without_stopping(tmp_path: Path) -
     workdir = Path(out.stdout.strip())
     assert workdir.parent == tmp_path
     assert not workdir.exists()
+
+
+# ---- out of file descriptors ---------------------------------------------------------------------
+
+# Start one service with every file descriptor in use (`ulimit -n` reached, e.g. by a run with
+# many jobs): asyncio's create_server then returns a server listening nowhere instead of raising.
+# Prints the error start() raised, then whether closing our descriptors got back to the start.
+OUT_OF_FDS = """
+import asyncio, os, resource, sys
+from lab.errors import ServiceError
+from lab.pki import PKI
+from lab.services.dns import DnsServer
+from lab.services.mitm import MitmProxy
+from lab.services.policyhost import PolicyHost
+from lab.services.receiver import Receiver
+from lab.services.tlsrpt import TlsRptCollector
+
+BUILD = {
+    "receiver": lambda pki: Receiver(pki, ["mx1.example.test"], {"example.test"}),
+    "mitm": lambda pki: MitmProxy({"mx1.example.test": ("127.0.0.1", 25)}),
+    "dns": lambda pki: DnsServer(),
+    "tlsrpt": lambda pki: TlsRptCollector(pki, "example.test"),
+    "policyhost": lambda pki: PolicyHost(pki, "example.test"),
+}
+
+async def main(kind):
+    with PKI() as pki:
+        service = BUILD[kind](pki)
+        before = len(os.listdir("/proc/self/fd"))
+        held = []
+        try:
+            while True:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            pass
+        try:
+            await service.start()
+        except ServiceError as exc:
+            print(exc)
+        else:
+            print("started")
+            await service.stop()
+        finally:
+            for fd in held:
+                os.close(fd)
+        print(len(os.listdir("/proc/self/fd")) - before)
+
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))  # quick to use up
+asyncio.run(main(sys.argv[1]))
+"""
+NO_SOCKET = "could not listen on 127.0.0.1 (no socket; out of file descriptors? see ulimit -n)"
+
+
+@pytest.mark.parametrize(("service", "error"), [
+    ("receiver", f"receiver: {NO_SOCKET}"),
+    ("mitm", f"mitm: {NO_SOCKET}"),
+    ("dns", f"dns: {NO_SOCKET}"),
+    # the HTTPS hosts read their certificate first, which needs a descriptor too
+    ("tlsrpt", "tlsrpt: cannot load the certificate of tlsrpt.example.test: [Errno 24]"),
+    ("policyhost", "policyhost: cannot load the certificate of mta-sts.example.test: [Errno 24]"),
+])
+def test_out_of_file_descriptors_is_a_service_error(service: str, error: str) -> None:
+    done = subprocess.run([sys.executable, "-c", OUT_OF_FDS, service], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    message, leaked = done.stdout.splitlines()
+    assert message.startswith(error), message
+    assert leaked == "0"  # the failed start closed what it had opened

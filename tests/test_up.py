@@ -296,3 +296,11 @@ def test_an_unwritable_json_path_is_refused_before_the_lab_starts(
     assert main(["up", "--json", str(blocker / "up.json"), "--", "true"]) == 2
     captured = capsys.readouterr()
     assert "cannot write" in captured.err and "Downgrade Lab is up" not in captured.out
+
+
+def test_a_json_file_that_fails_to_write_is_one_line_exit_2(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["up", "--json", "/dev/full", "--", "true"]) == 2
+    captured = capsys.readouterr()
+    assert "[lab] stopped." in captured.out  # the summary was shown first
+    assert captured.err == "downgrade-lab: cannot write /dev/full: No space left on device\n"

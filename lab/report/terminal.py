@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -48,9 +49,18 @@ def _grid(record: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str,
     return list(scenarios), list(senders), cells
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (an escape sequence in a scenario title
+    or in what a hostile peer said) shown as \\xNN instead of acted upon."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def reasons(record: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     """(verdict, scenario, sender, one-line reason) for every cell that is not a plain PASS."""
-    return [(r["verdict"], r["scenario"], r["sender"], r["reason"])
+    return [(r["verdict"], r["scenario"], r["sender"], printable(str(r["reason"])))
             for r in record["results"] if r["verdict"] != "PASS"]
 
 
@@ -121,4 +131,4 @@ def render_list(rows: Sequence[tuple[str, str, str]], out: IO[str]) -> None:
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     for sid, rfc, title in rows:
-        out.write(f"{sid.ljust(w0)}  {rfc.ljust(w1)}  {title}\n")
+        out.write(f"{sid.ljust(w0)}  {rfc.ljust(w1)}  {printable(title)}\n")

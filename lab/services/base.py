@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Self
 from lab.errors import ServiceError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from lab.pki import PKI
 
 # listen() backlog of the SMTP listeners (receiver, proxy). SMTP is server-speaks-first: when a
@@ -34,6 +36,20 @@ def require_lab_address(host: str) -> str:
     if not addr.is_loopback:
         raise ServiceError(f"refusing non-loopback address {host!r}: the lab stays on loopback")
     return host
+
+
+def listening_address(server: asyncio.Server, who: str, host: str) -> tuple[str, int]:
+    """The address a server just started by `create_server`/`start_server` listens on.
+
+    asyncio skips an address whose `socket()` call fails instead of raising, so with no file
+    descriptor left it returns a server listening nowhere: that is an error here, not an
+    IndexError later. Such a server holds nothing; it is closed before raising."""
+    if not server.sockets:
+        server.close()
+        raise ServiceError(f"{who}: could not listen on {host} (no socket; out of file "
+                           "descriptors? see ulimit -n)")
+    address, port = server.sockets[0].getsockname()[:2]
+    return address, port
 
 
 class Service:
@@ -100,3 +116,13 @@ class HttpsHost(Service):
         self.port = port
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None]
         self._sni = weakref.WeakKeyDictionary()
+
+    def _server_context(self, host: str) -> ssl.SSLContext:
+        """A TLS server context of our own (callers set its SNI callback) presenting the lab
+        certificate of `host`. Reading the files fails when file descriptors run out."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(*self.pki.cert_files(host))
+        except OSError as exc:
+            raise ServiceError(f"{self.name}: cannot load the certificate of {host}: {exc}") from exc
+        return ctx

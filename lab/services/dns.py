@@ -20,7 +20,7 @@ from dnslib.label import DNSLabelError
 
 from lab.dnszone import ATTACKER_MX, Zone, answer, build_zone, rr_text, type_name, wire
 from lab.errors import ServiceError
-from lab.services.base import Service, require_lab_address
+from lab.services.base import Service, listening_address, require_lab_address
 
 __all__ = ["ATTACKER_MX", "DnsQuery", "DnsServer", "Zone", "answer", "build_zone"]
 
@@ -97,7 +97,7 @@ class DnsServer(Service):
                 tcp = await asyncio.start_server(self._serve_tcp, host, self.port)
             except OSError as exc:
                 raise ServiceError(f"dns: cannot bind TCP {host}:{self.port}: {exc}") from exc
-            port = tcp.sockets[0].getsockname()[1]
+            port = listening_address(tcp, "dns", host)[1]
             try:
                 udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self),
                                                              local_addr=(host, port))

@@ -24,7 +24,7 @@ from typing import Any
 from lab.errors import ServiceError
 from lab.model import Attack
 from lab.pki import PKI
-from lab.services.base import SMTP_BACKLOG, Service, require_lab_address
+from lab.services.base import SMTP_BACKLOG, Service, listening_address, require_lab_address
 from lab.smtp import (
     TRANSFORMS,
     CloseBoth,
@@ -220,7 +220,7 @@ class MitmProxy(Service):
                 except OSError as exc:
                     raise ServiceError(f"mitm: cannot listen on {address}:{port}: {exc}") from exc
                 self._servers.append(server)
-                self.ports[host] = server.sockets[0].getsockname()[1]
+                self.ports[host] = listening_address(server, "mitm", address)[1]
         except ServiceError:
             await self._stop()
             raise

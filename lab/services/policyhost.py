@@ -184,9 +184,8 @@ class PolicyHost(HttpsHost):
 
     async def _start(self) -> None:
         host = require_lab_address(self.bind_host)
+        tls = self._server_context(self.policy_host)
         self._http = web.Server(self._handle, access_log=None)  # take_requests() is the log
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(*self.pki.cert_files(self.policy_host))
         tls.sni_callback = self._on_hello
         self._tls = tls
         self._holder = self._socket(host, self.port)
@@ -222,7 +221,10 @@ class PolicyHost(HttpsHost):
 
     def _socket(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # out of file descriptors
+            raise ServiceError(f"policyhost: cannot open a socket for {host}:{port}: {exc}") from exc
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))

@@ -34,7 +34,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from lab.errors import ServiceError
 from lab.model import ReceiverSpec
 from lab.pki import PKI
-from lab.services.base import SMTP_BACKLOG, Service, require_lab_address
+from lab.services.base import SMTP_BACKLOG, Service, listening_address, require_lab_address
 
 # aiosmtpd logs every odd command a sender (or the attacker) sends at WARNING; in the lab that is
 # evidence for the run record, not noise for the terminal.
@@ -271,10 +271,13 @@ class Receiver(Service):
                 server = await loop.create_server(functools.partial(self._factory, mx), host, 0,
                                                   backlog=SMTP_BACKLOG)
                 self._servers.append(server)
-                self.addresses[mx] = server.sockets[0].getsockname()[:2]
+                self.addresses[mx] = listening_address(server, "receiver", host)
         except OSError as exc:
             await self._stop()
             raise ServiceError(f"receiver: cannot bind {host}: {exc}") from exc
+        except ServiceError:
+            await self._stop()
+            raise
 
     async def _stop(self) -> None:
         for server in self._servers:

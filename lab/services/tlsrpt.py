@@ -24,7 +24,7 @@ from aiohttp import web
 
 from lab.errors import ServiceError
 from lab.pki import PKI
-from lab.services.base import HttpsHost, require_lab_address
+from lab.services.base import HttpsHost, listening_address, require_lab_address
 from lab.services.receiver import StoredMessage
 from lab.tlsrpt import MEDIA_GZIP, MEDIA_JSON
 from lab.tlsrptcheck import decode_report, media_type, validate_report
@@ -141,8 +141,7 @@ class TlsRptCollector(HttpsHost):
 
     async def _start(self) -> None:
         host = require_lab_address(self.bind_host)
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)  # our own: it gets a callback
-        ctx.load_cert_chain(*self.pki.cert_files(self.host))
+        ctx = self._server_context(self.host)
         ctx.sni_callback = self._on_hello
         # aiohttp caps a request body at 1 MiB: a bigger POST is kept as an empty, broken report
         self._http = web.Server(self._handle, access_log=None)
@@ -152,7 +151,11 @@ class TlsRptCollector(HttpsHost):
         except OSError as exc:
             self._http = None
             raise ServiceError(f"tlsrpt: cannot bind {host}:{self.port}: {exc}") from exc
-        self.port = self._server.sockets[0].getsockname()[1]
+        try:
+            self.port = listening_address(self._server, "tlsrpt", host)[1]
+        except ServiceError:
+            await self._stop()
+            raise
 
     async def _stop(self) -> None:
         if self._server is not None:
