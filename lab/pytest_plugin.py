@@ -92,7 +92,13 @@ def _stop_on_sigterm() -> None:
 
 
 def _check_senders(config: pytest.Config) -> None:
+    """Usage errors before collection, the same with or without xdist (whose workers would
+    turn them into collection errors and exit 1)."""
     from lab.senders.registry import SENDERS
+
+    for path in config.getoption("lab_scenarios"):
+        if not Path(path).exists():
+            raise pytest.UsageError(f"--lab-scenarios {path}: no such file or folder")
 
     for name in config.getoption("lab_sender"):
         info = SENDERS.get(name)

@@ -390,7 +390,7 @@ def load_scenario(path: Path, scenario_id: str | None = None) -> Scenario:
     """Read and validate one scenario file."""
     file = str(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a leading byte-order mark is not TOML
     except OSError as exc:
         raise ScenarioError(file, "", f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:

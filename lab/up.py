@@ -62,6 +62,8 @@ def choose(scenario_file: Path | None, step_number: int) -> tuple[Scenario, Step
         scenario = parse_scenario(tomllib.loads(DEFAULT_SCENARIO), file="<built-in>",
                                   scenario_id="live")
     else:
+        if scenario_file.is_dir():
+            raise LabError(f"--scenario {scenario_file}: a folder; give one scenario file")
         if not scenario_file.is_file():
             raise LabError(f"--scenario {scenario_file}: no such file")
         scenario = load_scenario(scenario_file)

@@ -128,7 +128,9 @@ def test_weak_passes_with_the_reason_attached(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "code", "words"), [
     (["--lab-sender", "nosuch"], 4, "--lab-sender: unknown sender 'nosuch'"),
     (["--lab-sender", "postfix"], 4, "real MTA"),
-], ids=["unknown-sender", "real-mta"])
+    (["--lab-scenarios", "no/such/folder"], 4, "--lab-scenarios no/such/folder: no such file"),
+    (["--lab-scenarios", "no/such/folder", "-n", "2"], 4, "no such file or folder"),
+], ids=["unknown-sender", "real-mta", "missing-path", "missing-path-xdist"])
 def test_usage_errors_are_one_line(args: list[str], code: int, words: str) -> None:
     done = child_pytest("--lab-scenarios", "scenarios/strip", *args)
     assert done.returncode == code

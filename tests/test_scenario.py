@@ -317,3 +317,12 @@ def test_selection_nests_up_to_the_limit(tree: Path) -> None:
     found = discover([tree])
     assert [s.id for s in select(found, "(" * MAX_DEPTH + "sub" + ")" * MAX_DEPTH)] == ["a/sub/y"]
     assert [s.id for s in select(found, "not " * MAX_DEPTH + "sub")] == ["a/sub/y"]
+
+
+def test_a_leading_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """Editors on some systems save UTF-8 with a BOM; TOML does not allow one, we skip it."""
+    from lab.scenario import load_scenario
+
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'title = "t"\n[[step]]\nexpect = "delivered"\n')
+    assert load_scenario(path).title == "t"

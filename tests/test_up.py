@@ -168,6 +168,7 @@ def _wait_for_banner(proc: subprocess.Popen[str]) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--step", "3"], "--step 3: live has steps 1 to 1"),
     (["--scenario", "no/such.toml"], "--scenario no/such.toml: no such file"),
+    (["--scenario", "scenarios"], "--scenario scenarios: a folder; give one scenario file"),
     (["--", "/no/such/program"], "cannot run '/no/such/program'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str,
