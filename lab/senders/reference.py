@@ -153,10 +153,12 @@ class ReferenceSender:
         assert self._env is not None
         skipped: list[str] = []
         attempts: list[Attempt] = []
+        story: list[str] = []  # what happened at each MX, in MX order
         for host in hosts:
             if not policy.matches(host):
                 # RFC 8461 §4.1 (M-02): the MX name itself must match; treat as unreachable.
                 skipped.append(f"{host}: not in the policy's mx list")
+                story.append(skipped[-1])
                 self._reporter.skipped(applied, host)
                 continue
             if remaining(deadline) <= 0:
@@ -164,6 +166,7 @@ class ReferenceSender:
             attempt = await deliver_via_mx(self._env, host, message, tls="required", verify=True,
                                            timeout=min(ATTEMPT_TIMEOUT_S, remaining(deadline)))
             attempts.append(attempt)
+            story.append(attempt.summary())
             self._reporter.attempt(applied, attempt)
             extra = self._extra(notes, attempts, skipped)
             if attempt.delivered:
@@ -172,7 +175,7 @@ class ReferenceSender:
                 # A validated MX refused the message itself: that is the recipient's answer.
                 return SendReport("bounced", attempt.summary(), extra)
         # RFC 8461 §5: no MX validated; keep the message and retry later.
-        why = "; ".join(skipped + [a.summary() for a in attempts]) or "deadline passed"
+        why = "; ".join(story) or "deadline passed"
         return SendReport("deferred", f"enforce policy: no MX host validated: {why}",
                           self._extra(notes, attempts, skipped))
 
