@@ -27,8 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from lab.errors import LabError
 from lab.topology import ISOLATED_DNS
@@ -174,11 +175,7 @@ def _wait(proc: subprocess.Popen[bytes]) -> int:
                 proc.wait()
                 return 130
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if proc.poll() is None:
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait()
+        _restore(previous, proc, lambda: _signal_group(proc, signal.SIGKILL))
 
 
 def _wait_foreground(proc: subprocess.Popen[bytes]) -> int:
@@ -208,11 +205,17 @@ def _wait_foreground(proc: subprocess.Popen[bytes]) -> int:
                     proc.wait()
                     return 130
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _restore(previous, proc, proc.kill)
+
+
+def _restore(previous: dict[signal.Signals, Any], proc: subprocess.Popen[bytes],
+             kill: Callable[[], None]) -> None:
+    """The signal handlers as they were; and an inner run still going is killed and reaped."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    if proc.poll() is None:
+        kill()
+        proc.wait()
 
 
 def _children(pid: int) -> list[int]:
