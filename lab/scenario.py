@@ -332,7 +332,7 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
     steps = []
     for i, raw in enumerate(raw_steps):
         key = f"step[{i}]"
-        t = ctx.table(raw, key, STEP_KEYS)
+        t = _hoist_step_keys(ctx, ctx.table(raw, key, STEP_KEYS), key)
         if "set" in t:
             world = _apply_set(ctx, t["set"], world, f"{key}.set")
         if "expect" not in t:
@@ -367,6 +367,24 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
         ))
     return Scenario(id=scenario_id, path=file, title=title, summary=summary, rfc=rfc, tags=tags,
                     steps=tuple(steps))
+
+
+def _hoist_step_keys(ctx: _Ctx, t: dict[str, Any], key: str) -> dict[str, Any]:
+    """DESIGN §4's listing shows `after` and `report` below `[step.set]`, where TOML puts them
+    inside `set`. A step key there is unambiguous (`set` changes only dns/policy/receiver), so
+    it is read as the step's own; named in both places, it is an error."""
+    raw_set = t.get("set")
+    if not isinstance(raw_set, dict):
+        return t
+    moved = {k: v for k, v in raw_set.items() if k in STEP_KEYS - {"set"}}
+    for k in moved:
+        if k in t:
+            raise ctx.error(f"{key}.set.{k}", f"{k!r} is given for the step already")
+    if not moved:
+        return t
+    rest = {k: v for k, v in raw_set.items() if k not in moved}
+    return {**{k: v for k, v in t.items() if k != "set"}, **moved,
+            **({"set": rest} if rest else {})}
 
 
 def _apply_set(ctx: _Ctx, raw: Any, world: World, key: str) -> World:

@@ -326,3 +326,34 @@ def test_a_leading_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + b'title = "t"\n[[step]]\nexpect = "delivered"\n')
     assert load_scenario(path).title == "t"
+
+
+LISTING_LAYOUT = '''title = "t"
+[policy]
+mode = "enforce"
+[[step]]
+expect = "delivered-tls"
+[[step]]
+attack = ["strip-starttls"]
+expect = "not-delivered"
+[step.set]
+policy = { mode = "testing" }
+after = "2d"
+report = ["starttls-not-supported"]
+'''
+
+
+def test_step_keys_written_below_step_set_as_in_the_design_listing(tmp_path: Path) -> None:
+    """DESIGN §4 lists `after` and `report` under `[step.set]`; TOML then nests them in `set`.
+    They are read as the step's own; the world change in `set` still applies."""
+    from lab.scenario import load_scenario
+
+    path = tmp_path / "layout.toml"
+    path.write_text(LISTING_LAYOUT)
+    second = load_scenario(path).steps[1]
+    assert second.after_s == 2 * 86400 and second.report == ("starttls-not-supported",)
+    assert second.world.policy is not None and second.world.policy.mode == "testing"
+    path.write_text(LISTING_LAYOUT.replace('expect = "not-delivered"\n',
+                                           'expect = "not-delivered"\nafter = "1d"\n'))
+    with pytest.raises(ScenarioError, match=r"step\[1\]\.set\.after.*already"):
+        load_scenario(path)
