@@ -41,6 +41,7 @@ from lab.model import Scenario, Step
 from lab.scenario import load_scenario, parse_scenario
 from lab.senders.real import export_ca, make_workdir, sender_environ
 from lab.topology import Topology
+from lab.verdict import Evidence, Judgement, Stored, judge_step, outcome
 
 STOP_GRACE_S = 5.0  # after Ctrl-C or SIGTERM, how long COMMAND may take before SIGKILL
 POLL_S = 0.2  # how often new mail is looked for (for the live event lines)
@@ -170,6 +171,29 @@ def summary(observed: Mapping[str, Any], *, dialogues: bool = True) -> str:
     return "\n".join(lines) + "\n"
 
 
+def evidence(observed: Mapping[str, Any]) -> Evidence:
+    """The lab's evidence of the whole session, from `Lab.observe()` records: what the
+    receiver stored, and whether the attacker read a message body (a DATA body appears in a
+    transcript only where the attacker could read it: in the clear, or inside TLS it
+    terminated) or a MAIL FROM."""
+    return Evidence(
+        stored=tuple(Stored(tls=bool(m["tls"])) for m in observed["received"]),
+        attacker_saw_body=any(row.get("kind") == "data" for row in observed["transcript"]),
+        attacker_saw_mail_from=any(c.get("saw_mail_from") for c in observed["connections"]))
+
+
+def judge(step: Step, observed: Mapping[str, Any]) -> Judgement:
+    """The step's expectation against the session, as `run` judges a sender by the lab's
+    evidence alone (the `command` sender's way): every message the command sent counts."""
+    return judge_step(step.expect, step.tolerate, evidence(observed), step.because)
+
+
+def verdict_line(step: Step, judged: Judgement) -> str:
+    why = f": {judged.reason}" if judged.reason else ""
+    return (f"[lab] step {step.index + 1} expects {step.expect}: {judged.verdict}{why} "
+            "(from the lab's evidence: sending nothing counts as refusing)\n")
+
+
 def _starttls_offers(transcript: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, bool]]:
     """Per connection: (the receiver offered STARTTLS, the sender heard it offered)."""
     out: dict[int, tuple[bool, bool]] = {}
@@ -199,8 +223,12 @@ async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequ
             observed = lab.observe()
             observed["received"] = seen + observed["received"]
             stdout.write(summary(observed))
+            judged = judge(step, observed)
+            stdout.write(verdict_line(step, judged))
             return {"scenario": scenario.id, "step": step.index + 1, "topology": topology.name,
-                    "command": argv, "exit": code, **observed}
+                    "command": argv, "exit": code, "expect": step.expect,
+                    "outcome": outcome(evidence(observed)), "verdict": judged.verdict,
+                    "reason": judged.reason, **observed}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -83,6 +83,10 @@ def test_honest_lab_takes_mail_over_tls_and_reports_it(tmp_path: Path) -> None:
     env_line = next(line for line in done.stdout.splitlines() if line.strip().startswith("env"))
     assert f"mx1.example.test={mx_line.split()[1]}" in env_line
     assert "over TLSv1" in done.stdout and "(TLS TLSv1" in done.stdout
+    # judged like `run` judges a sender: the default step expects delivered-tls
+    assert (record["expect"], record["outcome"], record["verdict"]) == (
+        "delivered-tls", "delivered-tls", "PASS")
+    assert "[lab] step 1 expects delivered-tls: PASS" in done.stdout
 
 
 def test_strip_scenario_shows_the_downgrade(tmp_path: Path) -> None:
@@ -100,6 +104,7 @@ def test_strip_scenario_shows_the_downgrade(tmp_path: Path) -> None:
                for line in done.stdout.splitlines())
     record = _record(out)
     assert record["scenario"] == "no-policy" and record["exit"] == 0
+    assert record["outcome"] == "delivered-plaintext" and record["verdict"] == "PASS"
     [stored] = record["received"]
     assert stored["tls"] is False
     assert "secret body" in record["connections"][0]["attacker_read"]
@@ -305,3 +310,16 @@ def test_a_json_file_that_fails_to_write_is_one_line_exit_2(
     captured = capsys.readouterr()
     assert "[lab] stopped." in captured.out  # the summary was shown first
     assert captured.err == "downgrade-lab: cannot write /dev/full: No space left on device\n"
+
+
+def test_a_step_expecting_refusal_fails_a_client_that_delivers_in_plaintext(
+        tmp_path: Path) -> None:
+    out = tmp_path / "up.json"
+    scenario = str(SCENARIOS / "strip" / "starttls-enforce-warm.toml")
+    done = _up("--scenario", scenario, "--step", "2", "--json", str(out), "--",
+               sys.executable, _client(tmp_path))
+    assert done.returncode == 0  # the command's status; the verdict is in the summary
+    record = _record(out)
+    assert (record["outcome"], record["verdict"]) == ("delivered-plaintext", "FAIL")
+    assert "expected not delivered" in record["reason"]
+    assert "[lab] step 2 expects not-delivered: FAIL" in done.stdout
