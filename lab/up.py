@@ -236,13 +236,9 @@ async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequ
 async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
                      out: IO[str]) -> tuple[int, list[dict[str, Any]]]:
     """Run `argv` to its end, printing each stored message as it arrives; the signals as the
-    module docstring says. Returns the exit status and the messages already taken."""
+    module docstring says (handled from before the command starts, so none is lost in
+    between). Returns the exit status and the messages already taken."""
     tty = _foreground_terminal()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=environ, preexec_fn=lambda: _own_group(tty))
-    except OSError as exc:
-        raise LabError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
     loop = asyncio.get_running_loop()
     stop_with: list[signal.Signals] = []  # the first signal to pass on, once asked to stop
 
@@ -254,26 +250,33 @@ async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
                signal.SIGHUP: signal.SIGTERM}
     for signum, first in handled.items():
         loop.add_signal_handler(signum, asked, first)
-    seen: list[dict[str, Any]] = []
-    waiter = asyncio.ensure_future(proc.wait())
     try:
-        while not waiter.done():
-            await asyncio.wait([waiter], timeout=POLL_S)
-            for m in lab.receiver.take_messages():
-                out.write(stored_line(m) + "\n")
-                out.flush()
-                seen.append(lab.stored_json(m))
-            if stop_with:
-                await _stop(proc.pid, waiter, stop_with[0])
-        return _status(waiter.result()), seen
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=environ, preexec_fn=lambda: _own_group(tty))
+        except OSError as exc:
+            raise LabError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
+        seen: list[dict[str, Any]] = []
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            while not waiter.done():
+                await asyncio.wait([waiter], timeout=POLL_S)
+                for m in lab.receiver.take_messages():
+                    out.write(stored_line(m) + "\n")
+                    out.flush()
+                    seen.append(lab.stored_json(m))
+                if stop_with:
+                    await _stop(proc.pid, waiter, stop_with[0])
+            return _status(waiter.result()), seen
+        finally:
+            if not waiter.done():
+                await _stop(proc.pid, waiter, signal.SIGTERM)
+            _signal_group(proc.pid, signal.SIGTERM)  # what the command left in its group
+            if tty is not None:
+                _give_terminal(tty, os.getpgrp())
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
-        if not waiter.done():
-            await _stop(proc.pid, waiter, signal.SIGTERM)
-        _signal_group(proc.pid, signal.SIGTERM)  # what the command left in its group
-        if tty is not None:
-            _give_terminal(tty, os.getpgrp())
 
 
 def _foreground_terminal() -> int | None:

@@ -242,10 +242,12 @@ def test_isolated_sigterm_stops_the_namespace_and_leaves_nothing(run_tmp: Path) 
 
 # -- on a terminal: the command gets the foreground ---------------------------------------------
 
-def _on_terminal(args: list[str], *keys: bytes, timeout: float = 20) -> tuple[int, str]:
+def _on_terminal(args: list[str], *keys: bytes, prompt: bool = False,
+                 timeout: float = 20) -> tuple[int, str]:
     """Run `downgrade-lab up ARGS` on a fresh pseudo-terminal, as from an interactive shell;
-    type each of `keys`, 0.3 s apart, once the command runs. Returns (exit status, what the
-    terminal showed)."""
+    type each of `keys`, 0.3 s apart, once the command runs (`prompt`: once the shell's
+    prompt shows, so the shell owns the terminal). Returns (exit status, what the terminal
+    showed)."""
     import fcntl
     import termios
 
@@ -265,7 +267,8 @@ def _on_terminal(args: list[str], *keys: bytes, timeout: float = 20) -> tuple[in
         if not chunk:
             break
         shown += chunk
-        if not typed and b"Running " in shown:
+        after = shown.partition(b"Running ")[2]
+        if not typed and after and (not prompt or re.search(rb"[#$] $", after)):
             for key in keys:  # the terminal flushes typed-ahead input on ^C: type like a human
                 time.sleep(0.3)
                 os.write(master, key)
@@ -289,7 +292,8 @@ def test_an_interactive_shell_reads_the_terminal_and_survives_ctrl_c(isolate: bo
     if isolate:
         need_isolation()
     code, shown = _on_terminal(["--isolate"] if isolate else [],
-                               b"\x03", b"echo lab-dns-$LAB_DNS_PORT\n", b"exit 5\n")
+                               b"\x03", b"echo lab-dns-$LAB_DNS_PORT\n", b"exit 5\n",
+                               prompt=True)
     assert code == 5, shown
     assert re.search(r"lab-dns-\d+", shown), shown  # the shell expanded it: it read the line
     assert "[lab] stopped." in shown
