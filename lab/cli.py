@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(real ports 53/443/25 and /etc/resolv.conf: what unmodified MTAs need)")
     up.add_argument("--json", type=_path, metavar="FILE",
                     help="write what happened (mail stored, connections, fetches) as JSON")
+    up.add_argument("--html", type=_path, metavar="FILE",
+                    help="write the session's story (sequence diagram, timeline) as a page")
     up.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                     help="what to run inside (default: $SHELL)")
 
@@ -375,14 +377,14 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     up.choose(args.scenario, args.step)  # a bad scenario or step fails here, outside namespaces
-    _prepare_outputs(args.json)
+    _prepare_outputs(args.json, args.html)
     topology = _isolation(args)
     if topology is None:
         from lab.isolate import run as run_isolated
 
         return run_isolated(args.argv, foreground=True)
     return up.run(args.scenario, args.step, topology, command, stdout=env.stdout,
-                  json_file=args.json)
+                  json_file=args.json, html_file=args.html)
 
 
 def _prepare_outputs(*paths: Path | None, folder: Path | None = None,

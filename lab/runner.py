@@ -81,7 +81,9 @@ class RunRecord:
         }
 
 
-def _attack_json(step: Step) -> list[Any]:
+def attack_json(step: Step) -> list[Any]:
+    """A step's attacks as the run record shows them: a bare name, or a table when it has
+    hosts or options (the scenario's own spelling)."""
     out: list[Any] = []
     for a in step.attack:
         if a.hosts is None and a.kind in ("strip-starttls", "reject-starttls", "corrupt-starttls",
@@ -150,7 +152,7 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, di
     check, reports = await _tls_reports(lab, sender, step)
     judgement = with_report(judge_step(step.expect, step.tolerate, evidence, step.because), check)
     record: dict[str, Any] = {
-        "attack": _attack_json(step),
+        "attack": attack_json(step),
         "expect": step.expect,
         "outcome": outcome(evidence),
         "verdict": judgement.verdict,

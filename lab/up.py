@@ -335,13 +335,45 @@ def _status(code: int) -> int:
 
 
 def run(scenario_file: Path | None, step_number: int, topology: Topology,
-        command: Sequence[str], *, stdout: IO[str] = sys.stdout, json_file: Path | None = None
-        ) -> int:
+        command: Sequence[str], *, stdout: IO[str] = sys.stdout, json_file: Path | None = None,
+        html_file: Path | None = None) -> int:
     scenario, step = choose(scenario_file, step_number)
     record = asyncio.run(live(scenario, step, topology, command, stdout=stdout))
     if json_file is not None:
-        try:
-            json_file.write_text(json.dumps(record, indent=1) + "\n")
-        except OSError as exc:
-            raise LabError(f"cannot write {json_file}: {exc.strerror or exc}") from None
+        _write(json_file, json.dumps(record, indent=1) + "\n")
+    if html_file is not None:
+        from lab.report.html import to_html
+
+        _write(html_file, to_html(as_run_record(scenario, step, record)))
     return int(record["exit"])
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise LabError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def as_run_record(scenario: Scenario, step: Step, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The session as a one-cell run record (DESIGN §6), for the HTML story: the sender column
+    is the command, its one step the lab's step with what was observed."""
+    from lab.runner import attack_json
+
+    observed = {k: record[k] for k in ("received", "dns_queries", "policy_fetches",
+                                       "connections", "transcript", "tlsrpt_reports")}
+    ev = evidence(record)
+    shown = {
+        "attack": attack_json(step), "expect": step.expect, "outcome": record["outcome"],
+        "verdict": record["verdict"], "reason": record["reason"],
+        "attacker_saw_mail_from": ev.attacker_saw_mail_from,
+        "attacker_saw_body": ev.attacker_saw_body,
+        "sender_report": {"state": "unknown",
+                          "detail": f"{' '.join(record['command'])}: exit {record['exit']}"},
+        **observed,
+    }
+    result = {"scenario": scenario.id, "sender": "up: " + " ".join(record["command"]),
+              "verdict": record["verdict"], "reason": record["reason"], "title": scenario.title,
+              "rfc": list(scenario.rfc), "tags": list(scenario.tags), "file": scenario.path,
+              "duration_s": 0, "steps": [shown]}
+    return {"results": [result], "summary": {record["verdict"]: 1}, "duration_s": 0}

@@ -327,3 +327,15 @@ def test_a_step_expecting_refusal_fails_a_client_that_delivers_in_plaintext(
     assert (record["outcome"], record["verdict"]) == ("delivered-plaintext", "FAIL")
     assert "expected not delivered" in record["reason"]
     assert "[lab] step 2 expects not-delivered: FAIL" in done.stdout
+
+
+def test_html_tells_the_sessions_story(tmp_path: Path) -> None:
+    page = tmp_path / "up.html"
+    done = _up("--scenario", str(SCENARIOS / "strip" / "no-policy.toml"), "--html", str(page),
+               "--", sys.executable, _client(tmp_path))
+    assert done.returncode == 0, done.stderr
+    html = page.read_text()
+    assert "<svg" in html and "no-policy × up: " in html
+    assert "deleted by strip-starttls" in html  # the struck 250-STARTTLS in the diagram
+    assert "The attacker read the message" in html and "secret body" in html
+    assert "<script" not in html  # self-contained and inert, as every report
