@@ -4,9 +4,10 @@ The lab of one scenario step keeps running while COMMAND (or a shell) runs with 
 environment: SSL_CERT_FILE / NODE_EXTRA_CA_CERTS set to the lab CA, proxy variables removed,
 LAB_* variables with the addresses. With `--isolate` the command runs inside the lab's own
 network namespace, where /etc/resolv.conf points at the lab DNS and every MX listens on port
-25, so an unmodified MTA, `swaks` or a browser-less script just works. When the command ends
-the lab stops, prints what happened (what the receiver stored, what the attacker did and
-read) and exits with the command's status.
+25, so an unmodified MTA, `swaks` or a script just works. When the command ends the lab
+stops, prints what happened (what the receiver stored, each connection's dialogue with the
+attacker's changes, what the attacker read), judges the step's expectation from that evidence
+(`--json`, `--html` keep it) and exits with the command's status.
 
 The command runs in a process group of its own which, on a terminal, becomes the terminal's
 foreground (as a shell does for a job): Ctrl-C reaches the command alone, an interactive
@@ -14,8 +15,9 @@ shell or program reads the terminal, and when the command ends the lab stops. SI
 or SIGHUP sent to the lab itself are passed to the command's group, then SIGTERM and SIGKILL
 follow STOP_GRACE_S apart until it has ended; whatever it left in its group is sent SIGTERM.
 
-The banner, the event lines and the summary are pure functions of the lab's records
-(`banner`, `stored_line`, `summary`); `live()` is the thin async shell around them.
+The banner, the event lines, the summary and the verdict are pure functions of the lab's
+records (`banner`, `stored_line`, `summary`, `judge`, `as_run_record`); `live()` is the thin
+async shell around them.
 """
 
 from __future__ import annotations
