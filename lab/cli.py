@@ -18,6 +18,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from lab import outputs
 from lab.errors import LabError, ScenarioError
 from lab.model import Scenario
 
@@ -138,10 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--check", action="store_true",
                      help="write nothing; exit 1 if FILE differs from what would be written")
     return p
-
-
-class OutputError(LabError):
-    """A report file could not be written after the run (the matrix is still shown)."""
 
 
 def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
@@ -281,10 +278,8 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
             env.stderr.write(f"downgrade-lab: {out} is stale: run `downgrade-lab coverage`\n")
             return ExitStatus.FAILED
         return ExitStatus.OK
-    _prepare_outputs(out)
-    failed = _try_write(out, lambda f: f.write_text(page))
-    if failed:
-        raise OutputError(failed)
+    outputs.prepare(out)
+    outputs.write_all([(out, lambda f: f.write_text(page))])
     env.stdout.write(f"wrote {out}\n")
     return ExitStatus.OK
 
@@ -322,8 +317,8 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
-    _prepare_outputs(args.json, args.junit, args.html, folder=args.pcap,
-                     inputs=[Path(s.path) for s in scenarios])
+    outputs.prepare(args.json, args.junit, args.html, folder=args.pcap,
+                    inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
     if topology is None:  # the outer process: the run happened inside the namespaces
         from lab.isolate import run as run_isolated
@@ -341,20 +336,8 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         (args.html, lambda f: _write_html(f, record)),
         (args.pcap, lambda d: _write_pcaps(d, record, env)),
     ]
-    failed = [msg for path, write in writers if path is not None
-              for msg in [_try_write(path, write)] if msg]
-    if failed:
-        raise OutputError("; ".join(failed))
+    outputs.write_all(writers)
     return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
-
-
-def _try_write(path: Path, write: Callable[[Path], object]) -> str:
-    """Write one report; '' or why not (each report is tried, whatever the others did)."""
-    try:
-        write(path)
-    except OSError as exc:
-        return f"cannot write {path}: {exc.strerror or exc}"
-    return ""
 
 
 def _write_html(path: Path, record: dict[str, Any]) -> None:
@@ -377,7 +360,7 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     up.choose(args.scenario, args.step)  # a bad scenario or step fails here, outside namespaces
-    _prepare_outputs(args.json, args.html)
+    outputs.prepare(args.json, args.html)
     topology = _isolation(args)
     if topology is None:
         from lab.isolate import run as run_isolated
@@ -385,41 +368,6 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
         return run_isolated(args.argv, foreground=True)
     return up.run(args.scenario, args.step, topology, command, stdout=env.stdout,
                   json_file=args.json, html_file=args.html)
-
-
-def _prepare_outputs(*paths: Path | None, folder: Path | None = None,
-                     inputs: Sequence[Path] = ()) -> None:
-    """Before a run: make the folders of the output files (and the `--pcap` folder), and
-    refuse (one line, exit 2) a path that cannot be written or would overwrite a scenario
-    being run, rather than lose a finished run to it."""
-    sources = {p.resolve() for p in inputs}
-    for path in paths:
-        if path is None:
-            continue
-        if path.is_dir():
-            raise UsageError(f"downgrade-lab: {path} is a folder, not a file")
-        if path.resolve() in sources:
-            raise UsageError(f"downgrade-lab: {path} is a scenario of this run: refusing to "
-                             "overwrite it")
-        _make_folder(path.parent, path)
-        if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-            raise UsageError(f"downgrade-lab: cannot write {path}: permission denied")
-    if folder is not None:
-        if folder.exists() and not folder.is_dir():
-            raise UsageError(f"downgrade-lab: --pcap {folder}: not a folder")
-        _make_folder(folder, folder)
-        if not os.access(folder, os.W_OK):
-            raise UsageError(f"downgrade-lab: cannot write under {folder}: permission denied")
-
-
-def _make_folder(folder: Path, wanted: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise UsageError(f"downgrade-lab: cannot write {wanted}: {folder} (or a folder above "
-                         "it) is a file") from None
-    except OSError as exc:
-        raise UsageError(f"downgrade-lab: cannot write {wanted}: {exc.strerror or exc}") from None
 
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,

@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from lab import outputs
 from lab.demo import ACTS, Act, Fact, Line, build, pick, run_acts
 
 if TYPE_CHECKING:
@@ -44,9 +45,7 @@ def command(args: argparse.Namespace, env: Environment) -> int:
     if info is None or not info.builtin:
         raise UsageError(f"downgrade-lab demo: --sender takes a built-in sender, not {args.sender!r}")
     if args.html:
-        from lab.cli import _prepare_outputs
-
-        _prepare_outputs(args.html)  # before the acts run, not after
+        outputs.prepare(args.html)  # before the acts run, not after
     results = asyncio.run(run_acts(specs, args.sender))
     acts = build(specs, results)
     for i, act in enumerate(acts):
@@ -57,12 +56,8 @@ def command(args: argparse.Namespace, env: Environment) -> int:
         else:
             env.stdout.write(draw_plain(act))
     if args.html:
-        from lab.cli import OutputError, _try_write
-
         page = draw_html(acts)
-        failed = _try_write(args.html, lambda f: f.write_text(page, encoding="utf-8"))
-        if failed:
-            raise OutputError(failed)
+        outputs.write_all([(args.html, lambda f: f.write_text(page, encoding="utf-8"))])
         env.stderr.write(f"wrote {args.html}\n")
     return 0
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lab import outputs
 from lab.demo import dialogue
 from lab.demo_view import DIALOGUE_HEAD, plain_line
 from lab.errors import LabError
@@ -341,20 +342,15 @@ def run(scenario_file: Path | None, step_number: int, topology: Topology,
         html_file: Path | None = None) -> int:
     scenario, step = choose(scenario_file, step_number)
     record = asyncio.run(live(scenario, step, topology, command, stdout=stdout))
-    if json_file is not None:
-        _write(json_file, json.dumps(record, indent=1) + "\n")
-    if html_file is not None:
+    def page(path: Path) -> None:
         from lab.report.html import to_html
 
-        _write(html_file, to_html(as_run_record(scenario, step, record)))
+        path.write_text(to_html(as_run_record(scenario, step, record)), encoding="utf-8",
+                        errors="replace")
+
+    outputs.write_all([(json_file, lambda f: f.write_text(json.dumps(record, indent=1) + "\n")),
+                       (html_file, page)])
     return int(record["exit"])
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise LabError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def as_run_record(scenario: Scenario, step: Step, record: Mapping[str, Any]) -> dict[str, Any]:
