@@ -195,6 +195,9 @@ def _stop_signals_interrupt() -> Iterator[list[signal.Signals]]:
     def handler(signum: int, frame: object) -> None:
         if not stopped:
             stopped.append(signal.Signals(signum))
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            # SIGINT ignored (`cmd &` in a script): nobody would act on it; interrupt here
+            raise KeyboardInterrupt
         signal.raise_signal(signal.SIGINT)  # asyncio's own Ctrl-C handling, where it runs
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}

@@ -191,10 +191,10 @@ def judge(step: Step, observed: Mapping[str, Any]) -> Judgement:
     return judge_step(step.expect, step.tolerate, evidence(observed), step.because)
 
 
-def verdict_line(step: Step, judged: Judgement) -> str:
+def verdict_line(step: Step, judged: Judgement, stored: int) -> str:
     why = f": {judged.reason}" if judged.reason else ""
-    return (f"[lab] step {step.index + 1} expects {step.expect}: {judged.verdict}{why} "
-            "(from the lab's evidence: sending nothing counts as refusing)\n")
+    note = " (from the lab's evidence: sending nothing counts as refusing)" if not stored else ""
+    return f"[lab] step {step.index + 1} expects {step.expect}: {judged.verdict}{why}{note}\n"
 
 
 def _starttls_offers(transcript: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, bool]]:
@@ -227,7 +227,7 @@ async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequ
             observed["received"] = seen + observed["received"]
             stdout.write(summary(observed))
             judged = judge(step, observed)
-            stdout.write(verdict_line(step, judged))
+            stdout.write(verdict_line(step, judged, len(observed["received"])))
             return {"scenario": scenario.id, "step": step.index + 1, "topology": topology.name,
                     "command": argv, "exit": code, "expect": step.expect,
                     "outcome": outcome(evidence(observed)), "verdict": judged.verdict,

@@ -180,3 +180,20 @@ def test_sigterm_and_sighup_stop_a_run_cleanly(tmp_path: Path, signum: signal.Si
     assert proc.returncode == 128 + signum, err
     assert f"stopped by {signum.name}" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # no key, no temp folder left
+
+
+def test_sigterm_stops_a_run_started_with_sigint_ignored(tmp_path: Path) -> None:
+    """`downgrade-lab run ... &` in a script starts with SIGINT ignored; SIGTERM must still
+    stop it cleanly (it cannot go through Ctrl-C handling there)."""
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(ROOT / "scenarios"),
+                             "-j", "2"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.monotonic() + 20
+    while not list(tmp_path.glob("downgrade-lab-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert list(tmp_path.iterdir()) == []

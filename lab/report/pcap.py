@@ -130,10 +130,12 @@ def pcap_path(out_dir: Path, scenario: str, sender: str, step: int) -> Path:
     return out_dir.joinpath(*parts, f"{_safe(sender)}-step{step}.pcap")
 
 
-def write_pcaps(record: dict[str, Any], out_dir: Path) -> list[Path]:
-    """One pcap per step of every result in `record` (a `RunRecord.as_json()` made with
-    capture on); returns the files written. A step where nothing crossed the attacker gets an
-    empty capture, so every step has its file."""
+def write_pcaps(record: Any, out_dir: Path) -> list[Path]:
+    """One pcap per step of every result in `record` (a `RunRecord` made with capture on, or
+    its `as_json()`); returns the files written. A step where nothing crossed the attacker
+    gets an empty capture, so every step has its file."""
+    if hasattr(record, "as_json"):
+        record = record.as_json()
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # no banner noise on import
     from scapy.utils import PcapWriter
 

@@ -4,7 +4,7 @@ The program comes from a template in DOWNGRADE_LAB_COMMAND, split like a shell c
 (no shell runs it), with `{sender}`, `{recipient}`, `{message_file}` and `{domain}` replaced in
 every word, for example:
 
-    DOWNGRADE_LAB_COMMAND='swaks --silent --from {sender} --to {recipient} --data {message_file}'
+    DOWNGRADE_LAB_COMMAND='swaks --tls-optional --from {sender} --to {recipient} --data @{message_file}'
 
 It runs inside the lab's namespace with the lab's facts as LAB_* variables (LAB_DNS,
 LAB_DNS_PORT, LAB_CA_FILE, LAB_DOMAIN, LAB_HOSTS), SSL_CERT_FILE and NODE_EXTRA_CA_CERTS set to
@@ -34,7 +34,7 @@ def template() -> list[str]:
     raw = os.environ.get(TEMPLATE_VAR, "").strip()
     if not raw:
         raise SenderError(f"set {TEMPLATE_VAR} to a command template, e.g. "
-                          "'swaks --from {sender} --to {recipient} --data {message_file}'")
+                          "'swaks --from {sender} --to {recipient} --data @{message_file}'")
     try:
         words = shlex.split(raw)
     except ValueError as exc:
