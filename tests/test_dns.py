@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import dns.asyncquery
@@ -21,6 +20,7 @@ from dnslib import CLASS, QTYPE, RCODE, DNSQuestion, DNSRecord
 from lab.errors import LabError, ServiceError
 from lab.model import Attack, DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
 from lab.services.dns import ATTACKER_MX, DnsServer, Zone, answer, build_zone
+from tests.purity import imported_roots, loaded_by_importing
 
 MX1, MX2 = "mx1.example.test", "mx2.example.test"
 ADDRESSES = {MX1: "127.0.0.1", MX2: "127.0.0.1", "mta-sts.example.test": "127.0.0.1",
@@ -369,18 +369,5 @@ def test_the_zone_module_is_sans_io() -> None:
     """lab/dnszone.py (zone, answers, wire encoding) opens no sockets and runs no loop: it
     imports none of asyncio/socket/ssl/selectors, and importing it pulls in no asyncio or ssl
     (dnslib itself imports socket, for address conversion only)."""
-    import ast
-    import subprocess
-    import sys
-
-    import lab.dnszone
-
-    tree = ast.parse(Path(lab.dnszone.__file__).read_text())
-    imported = {a.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for a in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module}
-    assert not imported & {"asyncio", "socket", "ssl", "selectors"}
-    code = "import sys, lab.dnszone; print(sorted({'asyncio', 'ssl'} & set(sys.modules)))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert not imported_roots("lab/dnszone.py") & {"asyncio", "socket", "ssl", "selectors"}
+    assert loaded_by_importing("lab.dnszone", among=frozenset({"asyncio", "ssl"})) == set()

@@ -4,9 +4,6 @@ CONFORMANCE id it covers."""
 
 from __future__ import annotations
 
-import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,6 +34,7 @@ from lab.policycache import (
     decide,
     discover,
 )
+from tests.purity import imported_roots, loaded_by_importing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -537,18 +535,12 @@ def test_settle_needs_a_fetch() -> None:
     ("policycache", "lab/policycache.py"),
 )
 def test_pure_imports(module: str) -> None:
-    tree = ast.parse((ROOT / module).read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not {name.split(".")[0] for name in names} & {"asyncio", "socket", "ssl"}
+    assert not imported_roots(module) & {"asyncio", "socket", "ssl"}
 
 
 def test_pure_imports_transitively() -> None:
-    code = ("import sys, lab.policy, lab.policycache; "
-            "print(sorted({'asyncio', 'socket', 'ssl'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_by_importing("lab.policy", "lab.policycache",
+                               among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
 @pytest.mark.parametrize(("budget", "timeout"), [

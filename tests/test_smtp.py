@@ -3,11 +3,8 @@ Playbook style). No sockets here; tests/test_mitm.py drives the same relay over 
 
 from __future__ import annotations
 
-import ast
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +27,7 @@ from lab.smtp import (
     StartTLSWithClient,
     StartTLSWithServer,
 )
+from tests.purity import imported_roots, loaded_by_importing
 
 MX = "mx1.example.test"
 GREETING = b"220 mx1.example.test ESMTP\r\n"
@@ -139,19 +137,10 @@ def test_relay_refuses_attacks_that_act_elsewhere() -> None:
 
 
 def test_pure_module_imports_no_io() -> None:
-    source = Path(smtp.__file__).read_text()
-    imported = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"asyncio", "socket", "ssl", "selectors"}
+    for module in ("lab/smtp.py", "lab/smtpwire.py"):
+        assert not imported_roots(module) & {"asyncio", "socket", "ssl", "selectors"}
     # and nothing it imports pulls them in either
-    code = "import sys, lab.smtp; print(sorted({'asyncio','socket','ssl'} & set(sys.modules)))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True)
-    assert result.stdout.strip() == "[]"
+    assert loaded_by_importing("lab.smtp", among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
 # ---- EHLO rewriting at every split point ----

@@ -4,13 +4,10 @@ every good case beside its bad twins. Ids start with the CONFORMANCE id they cov
 
 from __future__ import annotations
 
-import ast
 import copy
 import gzip
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from lab.tlsrpt import (
 )
 from lab.tlsrptcheck import decode_report, tally, validate_report
 from lab.verdict import Judgement, ReportSeen, judge_report, with_report
+from tests.purity import imported_roots, loaded_by_importing
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIL = "mailto:tlsrpt@example.test"
@@ -327,18 +325,12 @@ def test_report_failure_reason_says_tls_rpt() -> None:
 # ---- purity (STYLE habit 1) --------------------------------------------------------------------
 @pytest.mark.parametrize("module", ["lab/tlsrpt.py", "lab/tlsrptcheck.py", "lab/verdict.py"])
 def test_pure_imports(module: str) -> None:
-    tree = ast.parse((ROOT / module).read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not {name.split(".")[0] for name in names} & {"asyncio", "socket", "ssl", "email"}
+    assert not imported_roots(module) & {"asyncio", "socket", "ssl", "email"}
 
 
 def test_pure_imports_transitively() -> None:
-    code = ("import sys, lab.tlsrpt, lab.tlsrptcheck; "
-            "print(sorted({'asyncio', 'socket', 'ssl'} & set(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_by_importing("lab.tlsrpt", "lab.tlsrptcheck",
+                               among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
 # ---- the matrix cell suffix (lab.report.terminal) ----------------------------------------------
