@@ -118,11 +118,19 @@ class HttpsHost(Service):
         self._sni = weakref.WeakKeyDictionary()
 
     def _server_context(self, host: str) -> ssl.SSLContext:
-        """A TLS server context of our own (callers set its SNI callback) presenting the lab
-        certificate of `host`. Reading the files fails when file descriptors run out."""
+        """A TLS server context of our own presenting the lab certificate of `host`, with
+        `_on_hello` as its SNI callback. Reading the files fails when file descriptors run
+        out."""
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             ctx.load_cert_chain(*self.pki.cert_files(host))
         except OSError as exc:
             raise ServiceError(f"{self.name}: cannot load the certificate of {host}: {exc}") from exc
+        ctx.sni_callback = self._on_hello
         return ctx
+
+    def _on_hello(self, conn: ssl.SSLObject, server_name: str | None,
+                  ctx: ssl.SSLContext) -> int | None:
+        """SNI callback: record the name asked for; the one certificate answers it."""
+        self._sni[conn] = server_name
+        return None

@@ -186,7 +186,6 @@ class PolicyHost(HttpsHost):
         host = require_lab_address(self.bind_host)
         tls = self._server_context(self.policy_host)
         self._http = web.Server(self._handle, access_log=None)  # take_requests() is the log
-        tls.sni_callback = self._on_hello
         self._tls = tls
         self._holder = self._socket(host, self.port)
         self.port = self._holder.getsockname()[1]

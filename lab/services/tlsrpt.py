@@ -14,7 +14,6 @@ Decoding and validation are the pure `lab.tlsrptcheck` and `lab.tlsrptmail`.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -142,7 +141,6 @@ class TlsRptCollector(HttpsHost):
     async def _start(self) -> None:
         host = require_lab_address(self.bind_host)
         ctx = self._server_context(self.host)
-        ctx.sni_callback = self._on_hello
         # aiohttp caps a request body at 1 MiB: a bigger POST is kept as an empty, broken report
         self._http = web.Server(self._handle, access_log=None)
         try:
@@ -166,10 +164,6 @@ class TlsRptCollector(HttpsHost):
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    def _on_hello(self, conn: ssl.SSLObject, server_name: str | None,
-                  ctx: ssl.SSLContext) -> None:
-        self._sni[conn] = server_name  # the one certificate answers whatever was asked
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
