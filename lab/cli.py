@@ -362,15 +362,15 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
     command = list(args.program)
     if command[:1] == ["--"]:
         command = command[1:]
-    up.choose(args.scenario, args.step)  # a bad scenario or step fails here, outside namespaces
+    scenario, step = up.choose(args.scenario, args.step)  # fails here, outside namespaces
     outputs.prepare(args.json, args.html)
     topology = _isolation(args)
     if topology is None:
         from lab.isolate import run as run_isolated
 
         return run_isolated(args.argv, foreground=True)
-    return up.run(args.scenario, args.step, topology, command, stdout=env.stdout,
-                  json_file=args.json, html_file=args.html)
+    return up.run(scenario, step, topology, command, stdout=env.stdout, json_file=args.json,
+                  html_file=args.html)
 
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,

@@ -152,12 +152,12 @@ def summary(observed: Mapping[str, Any], *, dialogues: bool = True) -> str:
     conns = observed["connections"]
     lines.append(f"[lab] {len(conns)} connection(s) crossed the attacker"
                  + (":" if conns else "."))
-    said = _starttls_offers(observed["transcript"])
     for i, c in enumerate(conns):
+        talk = dialogue(observed, i)
         facts = []
         if c["attacks"]:
             facts.append("attacks " + ", ".join(c["attacks"]))
-        if said.get(i, (False, False))[0] and not said[i][1]:
+        if any(ln.change == "deleted" and "STARTTLS" in ln.receiver.upper() for ln in talk):
             facts.append("STARTTLS deleted from the EHLO reply")
         if c["attacker_read_bytes"]:
             facts.append(f"attacker read {c['attacker_read_bytes']} bytes of the sender's side"
@@ -165,9 +165,8 @@ def summary(observed: Mapping[str, Any], *, dialogues: bool = True) -> str:
         else:
             facts.append("attacker read nothing the sender said")
         lines.append(f"  {c['mx']}: " + "; ".join(facts))
-        if dialogues:
-            talk = dialogue(observed, i)
-            lines += [DIALOGUE_HEAD, *(plain_line(line) for line in talk)] if talk else []
+        if dialogues and talk:
+            lines += [DIALOGUE_HEAD, *(plain_line(line) for line in talk)]
     lines.append(f"[lab] {len(observed['policy_fetches'])} policy fetch(es), "
                  f"{len(observed['dns_queries'])} DNS quer(ies), "
                  f"{len(observed['tlsrpt_reports'])} TLS report(s)")
@@ -185,28 +184,16 @@ def evidence(observed: Mapping[str, Any]) -> Evidence:
         attacker_saw_mail_from=any(c.get("saw_mail_from") for c in observed["connections"]))
 
 
-def judge(step: Step, observed: Mapping[str, Any]) -> Judgement:
+def judge(step: Step, seen: Evidence) -> Judgement:
     """The step's expectation against the session, as `run` judges a sender by the lab's
     evidence alone (the `command` sender's way): every message the command sent counts."""
-    return judge_step(step.expect, step.tolerate, evidence(observed), step.because)
+    return judge_step(step.expect, step.tolerate, seen, step.because)
 
 
 def verdict_line(step: Step, judged: Judgement, stored: int) -> str:
     why = f": {judged.reason}" if judged.reason else ""
     note = " (from the lab's evidence: sending nothing counts as refusing)" if not stored else ""
     return f"[lab] step {step.index + 1} expects {step.expect}: {judged.verdict}{why}{note}\n"
-
-
-def _starttls_offers(transcript: Sequence[Mapping[str, Any]]) -> dict[int, tuple[bool, bool]]:
-    """Per connection: (the receiver offered STARTTLS, the sender heard it offered)."""
-    out: dict[int, tuple[bool, bool]] = {}
-    for row in transcript:
-        said = str(row.get("said") or "").upper()
-        if row.get("origin") != "receiver" or row.get("kind") != "reply" or "STARTTLS" not in said:
-            continue
-        offered, heard = out.get(row["connection"], (False, False))
-        out[row["connection"]] = (True, heard or "STARTTLS" in str(row.get("heard") or "").upper())
-    return out
 
 
 async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequence[str],
@@ -226,12 +213,14 @@ async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequ
             observed = lab.observe()
             observed["received"] = seen + observed["received"]
             stdout.write(summary(observed))
-            judged = judge(step, observed)
+            ev = evidence(observed)
+            judged = judge(step, ev)
             stdout.write(verdict_line(step, judged, len(observed["received"])))
             return {"scenario": scenario.id, "step": step.index + 1, "topology": topology.name,
                     "command": argv, "exit": code, "expect": step.expect,
-                    "outcome": outcome(evidence(observed)), "verdict": judged.verdict,
-                    "reason": judged.reason, **observed}
+                    "outcome": outcome(ev), "verdict": judged.verdict,
+                    "reason": judged.reason, "attacker_saw_mail_from": ev.attacker_saw_mail_from,
+                    "attacker_saw_body": ev.attacker_saw_body, **observed}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -337,11 +326,12 @@ def _status(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def run(scenario_file: Path | None, step_number: int, topology: Topology,
-        command: Sequence[str], *, stdout: IO[str] = sys.stdout, json_file: Path | None = None,
+def run(scenario: Scenario, step: Step, topology: Topology, command: Sequence[str], *,
+        stdout: IO[str] = sys.stdout, json_file: Path | None = None,
         html_file: Path | None = None) -> int:
-    scenario, step = choose(scenario_file, step_number)
+    """`live()` to its end, then the --json and --html files; the command's exit status."""
     record = asyncio.run(live(scenario, step, topology, command, stdout=stdout))
+
     def page(path: Path) -> None:
         from lab.report.html import to_html
 
@@ -356,22 +346,13 @@ def run(scenario_file: Path | None, step_number: int, topology: Topology,
 def as_run_record(scenario: Scenario, step: Step, record: Mapping[str, Any]) -> dict[str, Any]:
     """The session as a one-cell run record (DESIGN §6), for the HTML story: the sender column
     is the command, its one step the lab's step with what was observed."""
-    from lab.runner import attack_json
+    from lab.runner import PairResult, RunRecord, attack_json
 
-    observed = {k: record[k] for k in ("received", "dns_queries", "policy_fetches",
-                                       "connections", "transcript", "tlsrpt_reports")}
-    ev = evidence(record)
-    shown = {
-        "attack": attack_json(step), "expect": step.expect, "outcome": record["outcome"],
-        "verdict": record["verdict"], "reason": record["reason"],
-        "attacker_saw_mail_from": ev.attacker_saw_mail_from,
-        "attacker_saw_body": ev.attacker_saw_body,
-        "sender_report": {"state": "unknown",
-                          "detail": f"{' '.join(record['command'])}: exit {record['exit']}"},
-        **observed,
-    }
-    result = {"scenario": scenario.id, "sender": "up: " + " ".join(record["command"]),
-              "verdict": record["verdict"], "reason": record["reason"], "title": scenario.title,
-              "rfc": list(scenario.rfc), "tags": list(scenario.tags), "file": scenario.path,
-              "duration_s": 0, "steps": [shown]}
-    return {"results": [result], "summary": {record["verdict"]: 1}, "duration_s": 0}
+    shown = {k: v for k, v in record.items()
+             if k not in ("scenario", "step", "topology", "command", "exit")}
+    shown["attack"] = attack_json(step)
+    shown["sender_report"] = {"state": "unknown",
+                              "detail": f"{' '.join(record['command'])}: exit {record['exit']}"}
+    result = PairResult(scenario, "up: " + " ".join(record["command"]),
+                        Judgement(record["verdict"], record["reason"]), steps=[shown])
+    return RunRecord([result]).as_json()
