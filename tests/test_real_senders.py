@@ -240,3 +240,8 @@ def test_builtin_senders_work_isolated(tmp_path: Path, run_tmp: Path) -> None:
     _, record, _ = isolated_run(tmp_path, run_tmp, "reference", "strip/starttls-enforce-warm",
                                 "baseline/healthy", "spoof/mx-enforce-warm")
     assert record["summary"]["FAIL"] == 0 and record["summary"]["ERROR"] == 0, record["summary"]
+    # the TLS report names the MX's own isolated address, not loopback's 127.0.0.1
+    stripped = result(record, "strip/starttls-enforce-warm")["steps"][1]
+    details = [d for r in stripped["tlsrpt_reports"] for pol in r["report"]["policies"]
+               for d in pol.get("failure-details", [])]
+    assert details and {d["receiving-ip"] for d in details} == {"127.0.1.1"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from lab.env import LabEnv
 from lab.policy import MAX_POLICY_BYTES, FetchError
 from lab.senders.dnsclient import DnsClient, DnsError
+from lab.senders.smtpclient import client_context
 
 HTTPS_PORT = 443
 USER_AGENT = "downgrade-lab-reference/0.1"
@@ -66,8 +66,7 @@ class PolicyFetcher:
     policy is at most 64 KiB: a body that trickles in is a failed fetch, not a long wait."""
 
     def __init__(self, env: LabEnv, dns: DnsClient) -> None:
-        ctx = ssl.create_default_context(cafile=str(env.ca_file))  # the lab CA and nothing else
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx = client_context(env, verify=True)  # the lab CA and nothing else, TLS 1.2+
         connector = aiohttp.TCPConnector(resolver=LabResolver(env, dns), ssl=ctx,
                                          force_close=True, use_dns_cache=False)
         self._session = aiohttp.ClientSession(connector=connector, trust_env=False,

@@ -52,6 +52,7 @@ class Attempt:
 
     mx: str
     result: Result
+    ip: str | None = None  # the address dialled for the MX
     connected: bool = False
     starttls_offered: bool = False
     tls: bool = False  # the message (if sent) went inside TLS
@@ -211,6 +212,7 @@ async def deliver_via_mx(env: LabEnv, mx_host: str, message: Message, *,
     mx = mx_host.lower().rstrip(".")
     host, port = env.address(mx, SMTP_PORT)
     p = _Progress(mx)
+    p.note(ip=host)
     # start_tls=False: aiosmtplib 2+ would otherwise STARTTLS on connect by itself.
     client = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=EHLO_NAME,
                              timeout=max(timeout, 0.001), start_tls=False)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from lab.policy import Policy, serialise_policy
 from lab.senders.base import Message
 from lab.senders.dnsclient import DnsClient, DnsError
 from lab.senders.policyfetch import LabResolver
-from lab.senders.smtpclient import Attempt, deliver_via_mx
+from lab.senders.smtpclient import Attempt, client_context, deliver_via_mx
 from lab.tlsrpt import (
     MEDIA_GZIP,
     Session,
@@ -87,7 +86,7 @@ class Reporter:
             reason = attempt.detail if attempt.starttls_offered else "STARTTLS not offered"
         elif result is None:
             reason = None
-        self._add(applied, result, attempt.mx, reason)
+        self._add(applied, result, attempt.mx, reason, attempt.ip)
 
     def skipped(self, applied: Applied, host: str) -> None:
         """An MX host not tried because it is not in the policy (RFC 8461 §4.1, M-02)."""
@@ -100,13 +99,14 @@ class Reporter:
             self._sessions.append(Session(domain, "sts", result_type, sending_mta_ip=SENDING_IP,
                                           failure_reason_code=detail))
 
-    def _add(self, applied: Applied, result: str | None, mx: str, reason: str | None) -> None:
+    def _add(self, applied: Applied, result: str | None, mx: str, reason: str | None,
+             ip: str | None = None) -> None:
         failed = result is not None
         self._sessions.append(Session(
             applied.domain, applied.policy_type, result, applied.policy_string, applied.mx_host,
             sending_mta_ip=SENDING_IP if failed else None,
             receiving_mx_hostname=mx if failed else None,
-            receiving_ip=SENDING_IP if failed else None,
+            receiving_ip=ip if failed else None,  # the MX's own address (127.0.1.N isolated)
             failure_reason_code=reason if failed else None))
 
     async def flush(self, env: LabEnv, dns: DnsClient, now: float) -> list[dict[str, Any]]:
@@ -145,9 +145,8 @@ class Reporter:
 
 async def _post(env: LabEnv, dns: DnsClient, url: str, body: bytes) -> dict[str, Any]:
     """RFC 8460 §5.4: POST the gzipped report; 2xx is success."""
-    ctx = ssl.create_default_context(cafile=str(env.ca_file))  # the lab CA and nothing else
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    connector = aiohttp.TCPConnector(resolver=LabResolver(env, dns), ssl=ctx, force_close=True,
+    connector = aiohttp.TCPConnector(resolver=LabResolver(env, dns),
+                                     ssl=client_context(env, verify=True), force_close=True,
                                      use_dns_cache=False)
     entry: dict[str, Any] = {"rua": url, "sent": False}
     try:
