@@ -97,7 +97,8 @@ class Lab:
                 # spoof-mx: the attacker's own MX relays to the genuine receiver it displaced
                 upstreams[ATTACKER_MX] = self.receiver.addresses[hosts[0]]
             listen = {h: (e.host, e.port) for h, e in self.plan.mx.items()}
-            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki, listen=listen)
+            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki, listen=listen,
+                                   capture=self.capture)
             await self.proxy.start()
             self._started.append(self.proxy)
         except BaseException:

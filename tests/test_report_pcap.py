@@ -117,7 +117,10 @@ def test_the_export_knows_every_direction_the_proxy_records() -> None:
 
 def test_the_proxy_capture_keeps_order_and_stops_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mitm, "MAX_WIRE", 10)
-    conn = mitm._Conn("mx1.example.test", Relay(), None)  # type: ignore[arg-type]
+    idle = mitm._Conn("mx1.example.test", Relay(), None)  # type: ignore[arg-type]
+    idle.capture("sender->attacker", b"EHLO\r\n")
+    assert idle.take().wire == ()  # a proxy that does not capture keeps nothing
+    conn = mitm._Conn("mx1.example.test", Relay(), None, capture=True)  # type: ignore[arg-type]
     conn.capture("sender->attacker", b"EHLO\r\n")
     conn.capture("attacker->receiver", b"")  # nothing to keep
     conn.capture("attacker->sender", b"250 a-long-reply\r\n")  # over the bound: capture stops

@@ -98,8 +98,10 @@ class ConnectionRecord:
 class _Conn:
     """The live state of one proxied connection, and how much of it was already taken."""
 
-    def __init__(self, mx: str, relay: Relay, client: asyncio.StreamWriter) -> None:
+    def __init__(self, mx: str, relay: Relay, client: asyncio.StreamWriter, *,
+                 capture: bool = False) -> None:
         self.mx = mx
+        self.capturing = capture  # keep the wire bytes (only for the pcap export)
         self.relay = relay
         self.started = time.time()
         self.client = client
@@ -119,8 +121,9 @@ class _Conn:
         self._taken = self._error_taken = False
 
     def capture(self, direction: str, data: bytes) -> None:
-        """Keep `data` for the pcap export, within MAX_WIRE bytes per connection."""
-        if self.wire_truncated or not data:
+        """Keep `data` for the pcap export, within MAX_WIRE bytes per connection; nothing
+        (not even a timestamp) when the proxy does not capture."""
+        if not self.capturing or self.wire_truncated or not data:
             return
         if self.wire_size + len(data) > MAX_WIRE:
             self.wire_truncated = True
@@ -165,8 +168,10 @@ class MitmProxy(Service):
 
     def __init__(self, upstreams: Mapping[str, tuple[str, int]], *, bind_host: str = "127.0.0.1",
                  pki: PKI | None = None,
-                 listen: Mapping[str, tuple[str, int]] | None = None) -> None:
+                 listen: Mapping[str, tuple[str, int]] | None = None,
+                 capture: bool = False) -> None:
         super().__init__()
+        self.capture = capture  # keep each connection's wire bytes (`run --pcap`)
         self.bind_host = require_lab_address(bind_host)
         # Per MX host, where its listener binds: the isolated topology puts each on its own
         # address and the real port 25. Hosts not named bind `bind_host` on an ephemeral port.
@@ -246,7 +251,7 @@ class MitmProxy(Service):
             writer.transport.abort()
             return
         relay = Relay([a for a in self._attacks if a.applies_to(host)], mx_host=host)
-        conn = _Conn(host, relay, writer)
+        conn = _Conn(host, relay, writer, capture=self.capture)
         self._conns.append(conn)
         task = asyncio.create_task(self._handle(conn, reader), name=f"mitm {host}")
         self._tasks.add(task)
