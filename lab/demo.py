@@ -11,14 +11,13 @@ This module builds the story; lab/demo_view.py draws it (terminal, plain text, H
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lab.pki import PKI
 from lab.runner import run_pair
-from lab.scenario import parse_scenario
+from lab.scenario import scenario_from_text
 
 _HONEST = """
 title = "Act 1: an honest path"
@@ -115,17 +114,13 @@ async def run_acts(specs: Sequence[ActSpec], sender: str) -> list[dict[str, Any]
     try:
         results = []
         for spec in specs:
-            scenario = parse_scenario(_toml(spec.toml), file=f"<demo:{spec.key}>",
-                                      scenario_id=f"demo/{spec.key}")
+            scenario = scenario_from_text(spec.toml, file=f"<demo:{spec.key}>",
+                                          scenario_id=f"demo/{spec.key}")
             result = await run_pair(scenario, spec.sender or sender, pki)
             results.append(result.as_json())
         return results
     finally:
         pki.close()
-
-
-def _toml(text: str) -> dict[str, Any]:
-    return tomllib.loads(text)
 
 
 def build(specs: Sequence[ActSpec], results: Sequence[dict[str, Any]]) -> list[Act]:

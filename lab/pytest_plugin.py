@@ -72,14 +72,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _output(path: Path) -> Path:
     """--lab-json FILE, checked before any test runs (a bad path must not cost the run)."""
-    if path.is_dir():
-        raise pytest.UsageError(f"--lab-json {path}: a folder, not a file")
+    from lab.outputs import OutputError, prepare
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise pytest.UsageError(f"--lab-json {path}: {exc.strerror or exc}") from None
-    if not os.access(path.parent, os.W_OK):
-        raise pytest.UsageError(f"--lab-json {path}: permission denied")
+        prepare(path)
+    except OutputError as exc:
+        raise pytest.UsageError(f"--lab-json: {exc}") from None
     return path
 
 

@@ -413,9 +413,15 @@ def load_scenario(path: Path, scenario_id: str | None = None) -> Scenario:
         raise ScenarioError(file, "", f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ScenarioError(file, "", "not UTF-8 text") from None
+    return scenario_from_text(text, file=file, scenario_id=scenario_id or path.stem)
+
+
+def scenario_from_text(text: str, *, file: str, scenario_id: str) -> Scenario:
+    """Parse and validate scenario TOML text (a file's, or one built in: demo acts, `up`'s
+    default, test fixtures); every problem is a ScenarioError naming `file` and the key."""
     try:
         data = tomllib.loads(text)
-        return parse_scenario(data, file=file, scenario_id=scenario_id or path.stem)
+        return parse_scenario(data, file=file, scenario_id=scenario_id)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(file, "", f"bad TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table

@@ -5,16 +5,15 @@ work without pytest too (`async with CheckedLab(as_scenario(text)) as lab:`)."""
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lab.errors import LabError, ScenarioError
+from lab.errors import LabError
 from lab.lab import Lab
 from lab.model import Scenario, Step
-from lab.scenario import load_scenario, parse_scenario
+from lab.scenario import load_scenario, scenario_from_text
 from lab.senders.base import Sender
 
 # What `lab_scenario` gives when a test does not override it: a healthy domain that publishes
@@ -38,11 +37,7 @@ def as_scenario(source: ScenarioSource, *, name: str = "lab_scenario") -> Scenar
         return source
     if isinstance(source, os.PathLike) or ("\n" not in source and source.endswith(".toml")):
         return load_scenario(Path(source))
-    try:
-        data = tomllib.loads(source)
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"<{name}>", "", f"bad TOML: {exc}") from None
-    return parse_scenario(data, file=f"<{name}>", scenario_id=name)
+    return scenario_from_text(source, file=f"<{name}>", scenario_id=name)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,30 +40,21 @@ from lab.demo_view import DIALOGUE_HEAD, plain_line
 from lab.errors import LabError
 from lab.lab import Lab
 from lab.model import Scenario, Step
-from lab.scenario import load_scenario, parse_scenario
+from lab.scenario import load_scenario, scenario_from_text
 from lab.senders.real import export_ca, make_workdir, sender_environ
+from lab.testing import DEFAULT_SCENARIO
 from lab.topology import Topology
 from lab.verdict import Evidence, Judgement, Stored, judge_step, outcome
 
 STOP_GRACE_S = 5.0  # after Ctrl-C or SIGTERM, how long COMMAND may take before SIGKILL
 POLL_S = 0.2  # how often new mail is looked for (for the live event lines)
 DEFAULT_SHELL = "/bin/sh"
-# With no --scenario: an enforce policy and an honest path, the lab at rest.
-DEFAULT_SCENARIO = """
-title = "Live lab: an enforce policy, one MX, no attack"
-[policy]
-mode = "enforce"
-[[step]]
-expect = "delivered-tls"
-"""
-
-
 def choose(scenario_file: Path | None, step_number: int) -> tuple[Scenario, Step]:
     """The scenario (the built-in default without a file) and its step `step_number` (1-based),
     or LabError naming what is wrong."""
     if scenario_file is None:
-        scenario = parse_scenario(tomllib.loads(DEFAULT_SCENARIO), file="<built-in>",
-                                  scenario_id="live")
+        # with no --scenario: the `lab_scenario` fixture's world, an enforce policy, no attack
+        scenario = scenario_from_text(DEFAULT_SCENARIO, file="<built-in>", scenario_id="live")
     else:
         if scenario_file.is_dir():
             raise LabError(f"--scenario {scenario_file}: a folder; give one scenario file")
