@@ -375,12 +375,10 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
-                             topology: Topology | None = None) -> RunRecord:
+                             topology: Topology) -> RunRecord:
     from lab.progress import progress
     from lab.runner import run_all
-    from lab.topology import LOOPBACK
 
-    topology = topology or LOOPBACK
     with progress(env, len(scenarios) * len(senders)) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
                              topology=topology)

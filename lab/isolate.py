@@ -198,7 +198,7 @@ def _wait_foreground(proc: subprocess.Popen[bytes]) -> int:
         while True:
             try:
                 code = proc.wait(timeout=0.2)
-                return code if code >= 0 else 128 - code
+                return shell_status(code)
             except subprocess.TimeoutExpired:
                 if deadline and time.monotonic() > deadline[0]:
                     proc.kill()  # --kill-child: SIGKILL to the init, and the namespace is gone
@@ -224,6 +224,11 @@ def _children(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(p) for p in text.split()]
+
+
+def shell_status(code: int) -> int:
+    """A shell's view of an exit status: 128 + N for a process killed by signal N."""
+    return code if code >= 0 else 128 - code
 
 
 def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
@@ -281,7 +286,7 @@ def _become_init() -> None:
             os._exit(1)
         if pid == child:
             code = os.waitstatus_to_exitcode(status)
-            os._exit(code if code >= 0 else 128 - code)
+            os._exit(shell_status(code))
 
 
 def _sh(cmd: list[str]) -> None:

@@ -93,7 +93,7 @@ class Lab:
                 self._started.append(service)
             hosts = self.scenario.mx_hosts()
             upstreams = {h: self.receiver.addresses[h] for h in hosts}
-            if self._spoofed():
+            if ATTACKER_MX in self.plan.mx:
                 # spoof-mx: the attacker's own MX relays to the genuine receiver it displaced
                 upstreams[ATTACKER_MX] = self.receiver.addresses[hosts[0]]
             listen = {h: (e.host, e.port) for h, e in self.plan.mx.items()}
@@ -191,8 +191,8 @@ class Lab:
             lab_error=self._errors(),
         )
         observed: dict[str, Any] = {
-            "received": [_stored_json(m) for m in mine],
-            "other_mail": [_stored_json(m) for m in others],
+            "received": [stored_json(m) for m in mine],
+            "other_mail": [stored_json(m) for m in others],
             **self._traffic(connections),
         }
         return evidence, observed
@@ -200,13 +200,9 @@ class Lab:
     def observe(self) -> dict[str, Any]:
         """Everything recorded since `prepare()` (or the last take), as run-record JSON, with
         no message singled out: what `downgrade-lab up` shows when its command ends."""
-        return {"received": [_stored_json(m) for m in self.receiver.take_messages()],
+        return {"received": [stored_json(m) for m in self.receiver.take_messages()],
                 **self._traffic(self.proxy.take_records() if self.proxy else []),
                 "tlsrpt_reports": [r.to_json() for r in self.tlsrpt.take_reports()]}
-
-    @staticmethod
-    def stored_json(message: Any) -> dict[str, Any]:
-        return _stored_json(message)
 
     def _traffic(self, connections: list[Any]) -> dict[str, Any]:
         return {
@@ -244,7 +240,8 @@ class Lab:
         return tuple(seen), observed
 
 
-def _stored_json(m: Any) -> dict[str, Any]:
+def stored_json(m: Any) -> dict[str, Any]:
+    """A message the receiver stored, as the run record shows it (with its size)."""
     data = to_json(m)
     if isinstance(data, dict) and "data" in data:
         data["size"] = len(m.data)

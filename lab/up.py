@@ -38,7 +38,8 @@ from lab import outputs
 from lab.demo import dialogue
 from lab.demo_view import DIALOGUE_HEAD, plain_line
 from lab.errors import LabError
-from lab.lab import Lab
+from lab.isolate import shell_status
+from lab.lab import Lab, stored_json
 from lab.model import Scenario, Step
 from lab.scenario import load_scenario, scenario_from_text
 from lab.senders.real import export_ca, make_workdir, sender_environ
@@ -246,10 +247,10 @@ async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
                 for m in lab.receiver.take_messages():
                     out.write(stored_line(m) + "\n")
                     out.flush()
-                    seen.append(lab.stored_json(m))
+                    seen.append(stored_json(m))
                 if stop_with:
                     await _stop(proc.pid, waiter, stop_with[0])
-            return _status(waiter.result()), seen
+            return shell_status(waiter.result()), seen
         finally:
             if not waiter.done():
                 await _stop(proc.pid, waiter, signal.SIGTERM)
@@ -309,11 +310,6 @@ async def _stop(pgid: int, waiter: asyncio.Future[int], first: signal.Signals) -
         _signal_group(pgid, signum)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(waiter), STOP_GRACE_S)
-
-
-def _status(code: int) -> int:
-    """A shell's view of an exit status: 128 + N for a command killed by signal N."""
-    return code if code >= 0 else 128 - code
 
 
 def run(scenario: Scenario, step: Step, topology: Topology, command: Sequence[str], *,

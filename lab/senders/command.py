@@ -71,14 +71,14 @@ class CommandSender(OneShotSender):
         return True, ""
 
     async def start(self, env: LabEnv) -> None:
-        template()
+        self._template = template()  # read and checked once, not per message
         await self._open(env)
 
     async def send(self, message: Message, deadline: float) -> SendReport:
         body = self._message_file(message.data)
         values = {"sender": message.mail_from, "recipient": message.rcpt_to,
                   "message_file": str(body), "domain": message.rcpt_to.rpartition("@")[2]}
-        cmd = expand(template(), values)
+        cmd = expand(self._template, values)
         try:
             done = await run(cmd, env=self._environ, timeout_s=max(0.5, remaining(deadline)),
                              check=False, what="command")

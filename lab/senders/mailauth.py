@@ -11,6 +11,7 @@ starts cold. The verdict is the script's own JSON line: delivered, or the error 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +26,7 @@ PACKAGES = ("mx-connect", "mailauth", "nodemailer")
 STATES = frozenset({"delivered", "deferred", "bounced"})
 
 
+@functools.cache
 def node_binary() -> str | None:
     return shutil.which("node") or shutil.which("nodejs")
 

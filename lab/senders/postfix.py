@@ -18,6 +18,7 @@ the previous step would skip the attack under test) and qmgr never marks a desti
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ STOP_S = 5.0
 SBIN = ("/usr/sbin", "/usr/bin")
 
 
+@functools.cache  # the PATH and sbin search, once per tool
 def _tool(name: str) -> str | None:
     found = shutil.which(name)
     if found:
