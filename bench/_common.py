@@ -20,9 +20,9 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from lab.model import Scenario
-from lab.pki import PKI
-from lab.scenario import load_scenario
+from lab.core.model import Scenario
+from lab.core.scenario import load_scenario
+from lab.harness.pki import PKI
 from lab.senders.base import Message
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,9 +22,9 @@ from typing import Any
 
 from _common import digest, message
 
-from lab.env import LabEnv
 from lab.senders.base import Message
-from lab.senders.smtpclient import deliver_via_mx
+from lab.senders.builtin.smtpclient import deliver_via_mx
+from lab.senders.env import LabEnv
 
 
 async def job(spec: dict[str, Any]) -> dict[str, Any]:

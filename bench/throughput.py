@@ -25,7 +25,7 @@ import time
 
 from _common import MX, LoadClient, digest, machine, med, verdict
 
-from lab.pki import PKI
+from lab.harness.pki import PKI
 from lab.services.mitm import MitmProxy
 from lab.services.receiver import Receiver
 

@@ -16,7 +16,7 @@ import time
 
 from _common import ROOT, machine, med, spread
 
-from lab.isolate import IsolationError, unshare_command
+from lab.harness.isolate import IsolationError, unshare_command
 
 
 def elapsed(argv: list[str]) -> float:

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from lab.cli import main
+from .frontends.cli import main
 
 sys.exit(main())

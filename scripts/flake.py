@@ -15,8 +15,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from lab.runner import run_all
-from lab.scenario import discover
+from lab.core.scenario import discover
+from lab.harness.runner import run_all
 from lab.senders.registry import builtin_senders
 
 ROOT = Path(__file__).resolve().parent.parent

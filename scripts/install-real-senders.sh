@@ -6,7 +6,7 @@
 #   postfix                  Debian package, preseeded "No configuration": starts nothing
 #   exim4 (unpacked)         apt-get download + dpkg -x into .real/exim: Debian's exim4
 #                            conflicts with postfix as a mail-transport-agent
-#   mx-connect, mailauth,    npm, into lab/senders/node/node_modules
+#   mx-connect, mailauth,    npm, into lab/senders/real/node/node_modules
 #   nodemailer
 #   postfix-mta-sts-resolver the project's pip extra `real`, into .venv
 set -euo pipefail
@@ -79,7 +79,7 @@ fi
 
 # Node: the mailauth driver's own dependencies, project-local.
 if command -v npm >/dev/null; then
-  node_dir=lab/senders/node
+  node_dir=lab/senders/real/node
   if [ ! -d "$node_dir/node_modules/mx-connect" ] || [ ! -d "$node_dir/node_modules/nodemailer" ] \
      || [ "$node_dir/package.json" -nt "$node_dir/node_modules" ]; then
     quiet npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error --omit=dev

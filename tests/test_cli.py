@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lab.cli import Environment, main
+from lab.frontends.cli import Environment, main
 
 ROOT = Path(__file__).resolve().parent.parent
 

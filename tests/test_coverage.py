@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.conformance import NOT_OBSERVABLE, REQUIREMENTS, coverage, render_markdown
-from lab.scenario import discover
+from lab.core.conformance import NOT_OBSERVABLE, REQUIREMENTS, coverage, render_markdown
+from lab.core.scenario import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 

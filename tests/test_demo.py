@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.cli import Environment, main
+from lab.frontends.cli import Environment, main
 
 
 class Tty(io.StringIO):

@@ -17,8 +17,8 @@ import dns.resolver
 import pytest
 from dnslib import CLASS, QTYPE, RCODE, DNSQuestion, DNSRecord
 
+from lab.core.model import Attack, DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
 from lab.errors import LabError, ServiceError
-from lab.model import Attack, DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
 from lab.services.dns import ATTACKER_MX, DnsServer, Zone, answer, build_zone
 from tests.purity import imported_roots, loaded_by_importing
 
@@ -366,8 +366,8 @@ async def test_udp_and_tcp_share_the_port_and_stop_is_idempotent() -> None:
 
 
 def test_the_zone_module_is_sans_io() -> None:
-    """lab/dnszone.py (zone, answers, wire encoding) opens no sockets and runs no loop: it
+    """lab/core/dnszone.py (zone, answers, wire encoding) opens no sockets and runs no loop: it
     imports none of asyncio/socket/ssl/selectors, and importing it pulls in no asyncio or ssl
     (dnslib itself imports socket, for address conversion only)."""
-    assert not imported_roots("lab/dnszone.py") & {"asyncio", "socket", "ssl", "selectors"}
-    assert loaded_by_importing("lab.dnszone", among=frozenset({"asyncio", "ssl"})) == set()
+    assert not imported_roots("lab/core/dnszone.py") & {"asyncio", "socket", "ssl", "selectors"}
+    assert loaded_by_importing("lab.core.dnszone", among=frozenset({"asyncio", "ssl"})) == set()

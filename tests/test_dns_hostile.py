@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.model import DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
+from lab.core.model import DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
 from lab.services.dns import DnsServer, Zone, build_zone
 
 MX1 = "mx1.example.test"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.runner import run_all
-from lab.scenario import discover, load_scenario
+from lab.core.scenario import discover, load_scenario
+from lab.harness.runner import run_all
 from lab.senders.registry import builtin_senders
 
 ROOT = Path(__file__).resolve().parent.parent

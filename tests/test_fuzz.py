@@ -24,10 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab import scenario as loader
-from lab.errors import LabError, ScenarioError
-from lab.model import ATTACKS, BLOCK_HOWS, CERT_VARIANTS, DNS_FAULTS, MODES, OUTCOMES, Scenario
-from lab.policy import (
+from lab.core import scenario as loader
+from lab.core.model import ATTACKS, BLOCK_HOWS, CERT_VARIANTS, DNS_FAULTS, MODES, OUTCOMES, Scenario
+from lab.core.policy import (
     STS_POLICY_FETCH_ERROR,
     STS_POLICY_INVALID,
     STS_WEBPKI_INVALID,
@@ -38,8 +37,7 @@ from lab.policy import (
     serialise_policy,
     validate_fetch,
 )
-from lab.services.dns import build_zone
-from lab.smtp import (
+from lab.core.smtp import (
     MAX_LINE,
     CloseBoth,
     Command,
@@ -52,7 +50,9 @@ from lab.smtp import (
     StartTLSWithClient,
     StartTLSWithServer,
 )
-from lab.tlsrpt import RESULT_TYPES, TlsRptError, parse_tlsrpt_records
+from lab.core.tlsrpt import RESULT_TYPES, TlsRptError, parse_tlsrpt_records
+from lab.errors import LabError, ScenarioError
+from lab.services.dns import build_zone
 from tests.test_policy_props import policies
 from tests.test_smtp import well_formed
 
@@ -185,7 +185,7 @@ PROXY_KINDS = sorted(k for k, (layer, _) in ATTACKS.items() if layer == "proxy")
        script=st.lists(side_bytes, max_size=30))
 def test_any_dialogue_never_raises_and_keeps_its_bounds(kinds: list[str],
                                                         script: list[tuple[str, bytes]]) -> None:
-    from lab.model import Attack
+    from lab.core.model import Attack
     relay = Relay([Attack(k) for k in kinds], mx_host="mx1.example.test")
     closed = False
     for side, data in script:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.env import LabEnv
-from lab.pki import PKI
+from lab.harness.pki import PKI
 from lab.senders.base import Message
-from lab.senders.smtpclient import deliver_via_mx
+from lab.senders.builtin.smtpclient import deliver_via_mx
+from lab.senders.env import LabEnv
 from lab.services import receiver as receiver_module
 from lab.services.mitm import ConnectionRecord, MitmProxy
 from lab.services.receiver import Receiver

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.env import LabEnv
-from lab.model import DnsSpec, MessageSpec, ReceiverSpec, World
-from lab.pki import PKI
+from lab.core.model import DnsSpec, MessageSpec, ReceiverSpec, World
+from lab.harness.pki import PKI
 from lab.senders.base import Message, Sender, SendReport
-from lab.senders.dnsclient import DnsClient, LookupFailed, NoRecords, NxDomain
-from lab.senders.opportunistic import OpportunisticSender
+from lab.senders.builtin.dnsclient import DnsClient, LookupFailed, NoRecords, NxDomain
+from lab.senders.builtin.opportunistic import OpportunisticSender
+from lab.senders.env import LabEnv
 from lab.services.dns import DnsServer, build_zone
 from lab.services.receiver import Receiver
 

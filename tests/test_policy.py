@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import LabError
-from lab.policy import (
+from lab.core.policy import (
     FetchError,
     MultipleRecords,
     NoRecord,
@@ -26,7 +25,7 @@ from lab.policy import (
     tls_required,
     validate_fetch,
 )
-from lab.policycache import (
+from lab.core.policycache import (
     CachedPolicy,
     PolicyCache,
     TxtFailure,
@@ -34,6 +33,7 @@ from lab.policycache import (
     decide,
     discover,
 )
+from lab.errors import LabError
 from tests.purity import imported_roots, loaded_by_importing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -531,15 +531,15 @@ def test_settle_needs_a_fetch() -> None:
 # ---- purity (STYLE habit 1) -------------------------------------------------------------------
 @cases(
     "module",
-    ("policy", "lab/policy.py"),
-    ("policycache", "lab/policycache.py"),
+    ("policy", "lab/core/policy.py"),
+    ("policycache", "lab/core/policycache.py"),
 )
 def test_pure_imports(module: str) -> None:
     assert not imported_roots(module) & {"asyncio", "socket", "ssl"}
 
 
 def test_pure_imports_transitively() -> None:
-    assert loaded_by_importing("lab.policy", "lab.policycache",
+    assert loaded_by_importing("lab.core.policy", "lab.core.policycache",
                                among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
@@ -549,6 +549,6 @@ def test_the_reference_fetch_timeout_takes_half_the_budget_within_bounds(
         budget: float, timeout: float) -> None:
     """F-06: about a minute at most; half the step's time, so a failed fetch still leaves time
     to deliver with no policy (F-07); never under 3 s."""
-    from lab.senders.reference import fetch_timeout
+    from lab.senders.builtin.reference import fetch_timeout
 
     assert fetch_timeout(budget) == timeout

@@ -18,9 +18,9 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography import x509
 
+from lab.core.model import Attack, PolicySpec
 from lab.errors import ServiceError
-from lab.model import Attack, PolicySpec
-from lab.pki import PKI
+from lab.harness.pki import PKI
 from lab.services.policyhost import WELL_KNOWN, PolicyHost, route
 
 NAME = "mta-sts.example.test"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from lab.errors import ScenarioError, ServiceError
-from lab.senders.opportunistic import OpportunisticSender
-from lab.senders.reference import ReferenceSender
-from lab.testing import DEFAULT_SCENARIO, CheckedLab, as_scenario
+from lab.frontends.testing import DEFAULT_SCENARIO, CheckedLab, as_scenario
+from lab.senders.builtin.opportunistic import OpportunisticSender
+from lab.senders.builtin.reference import ReferenceSender
 
 ROOT = Path(__file__).resolve().parent.parent
 STRIP = ROOT / "scenarios" / "strip" / "no-policy.toml"

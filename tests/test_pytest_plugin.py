@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from lab.cli import Environment, main
-from lab.scenario import discover
+from lab.core.scenario import discover
+from lab.frontends.cli import Environment, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -75,7 +75,7 @@ def test_opportunistic_failures_carry_the_one_line_reasons(tmp_path: Path) -> No
     assert failed and record["summary"]["SKIP"] == 1
     for r in failed:  # the short summary line: id, then the verdict and the one-line reason
         assert f"FAILED scenarios::{r['scenario']}[opportunistic] - FAIL: {r['reason']}" in done.stdout
-    assert "Traceback" not in done.stdout and "lab/runner.py" not in done.stdout
+    assert "Traceback" not in done.stdout and "lab/harness/runner.py" not in done.stdout
     # the failure text: the reason, then the step table with the attacker's change
     assert "step  attack" in done.stdout and "strip-starttls: deleted '250-STARTTLS'" in done.stdout
 
@@ -151,8 +151,8 @@ def test_without_the_option_the_plugin_collects_nothing_and_imports_no_lab(tmp_p
     done = child_pytest("-p", "no:xdist", "--co", "-q", cwd=tmp_path)
     assert done.returncode == 0 and "test_one.py::test_one" in done.stdout
     assert "1 test collected" in done.stdout
-    probe = subprocess.run([sys.executable, "-c", "import sys, lab.pytest_plugin; print("
-                            "sorted(m for m in ('lab.lab', 'lab.runner', 'aiohttp', 'aiosmtpd') "
+    probe = subprocess.run([sys.executable, "-c", "import sys, lab.frontends.pytest_plugin; print("
+                            "sorted(m for m in ('lab.harness.lab', 'lab.harness.runner', 'aiohttp', 'aiosmtpd') "
                             "if m in sys.modules))"], capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"  # loading the plugin costs pytest nothing more
 
@@ -160,7 +160,7 @@ def test_without_the_option_the_plugin_collects_nothing_and_imports_no_lab(tmp_p
 STRICT = '''
 import pytest
 
-from lab.senders.opportunistic import OpportunisticSender
+from lab.senders.builtin.opportunistic import OpportunisticSender
 
 @pytest.mark.asyncio
 async def test_lab_fixture_in_strict_mode(lab):

@@ -10,12 +10,12 @@ import aiosmtplib
 import pytest
 from cryptography import x509
 
-from lab.env import LabEnv
+from lab.core.model import ReceiverSpec
 from lab.errors import LabError, ServiceError
-from lab.model import ReceiverSpec
-from lab.pki import PKI, WRONG_NAME
+from lab.harness.pki import PKI, WRONG_NAME
 from lab.senders.base import Message
-from lab.senders.smtpclient import deliver_via_mx
+from lab.senders.builtin.smtpclient import deliver_via_mx
+from lab.senders.env import LabEnv
 from lab.services.receiver import Receiver
 
 MX1, MX2 = "mx1.example.test", "mx2.example.test"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lab.report.junit import to_junit
+from lab.frontends.report.junit import to_junit
 from tests.reportrun import EVIL, hostile_record, real_record
 
 

@@ -15,10 +15,11 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from lab.cli import Environment, main
+from lab.core.smtp import Relay
 from lab.errors import LabError
-from lab.report import pcap as pcap_module
-from lab.report.pcap import (
+from lab.frontends.cli import Environment, main
+from lab.frontends.report import pcap as pcap_module
+from lab.frontends.report.pcap import (
     ATTACKER_IP,
     RECEIVER_IP,
     SENDER_IP,
@@ -27,7 +28,6 @@ from lab.report.pcap import (
     write_pcaps,
 )
 from lab.services import mitm
-from lab.smtp import Relay
 from tests.reportrun import SCENARIOS, index_of, real_record
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+from lab.core.scenario import discover
 from lab.errors import ServiceError
-from lab.lab import Lab
-from lab.pki import PKI
-from lab.scenario import discover
+from lab.harness.lab import Lab
+from lab.harness.pki import PKI
 from lab.services import receiver as receiver_module
 from lab.services.base import Service
 from lab.services.dns import DnsServer

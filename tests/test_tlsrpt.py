@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.tlsrpt import (
+from lab.core.tlsrpt import (
     MEDIA_GZIP,
     MEDIA_JSON,
     MultipleTlsRptRecords,
@@ -28,8 +28,8 @@ from lab.tlsrpt import (
     parse_tlsrpt_records,
     report_filename,
 )
-from lab.tlsrptcheck import decode_report, tally, validate_report
-from lab.verdict import Judgement, ReportSeen, judge_report, with_report
+from lab.core.tlsrptcheck import decode_report, tally, validate_report
+from lab.core.verdict import Judgement, ReportSeen, judge_report, with_report
 from tests.purity import imported_roots, loaded_by_importing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -323,13 +323,13 @@ def test_report_failure_reason_says_tls_rpt() -> None:
 
 
 # ---- purity (STYLE habit 1) --------------------------------------------------------------------
-@pytest.mark.parametrize("module", ["lab/tlsrpt.py", "lab/tlsrptcheck.py", "lab/verdict.py"])
+@pytest.mark.parametrize("module", ["lab/core/tlsrpt.py", "lab/core/tlsrptcheck.py", "lab/core/verdict.py"])
 def test_pure_imports(module: str) -> None:
     assert not imported_roots(module) & {"asyncio", "socket", "ssl", "email"}
 
 
 def test_pure_imports_transitively() -> None:
-    assert loaded_by_importing("lab.tlsrpt", "lab.tlsrptcheck",
+    assert loaded_by_importing("lab.core.tlsrpt", "lab.core.tlsrptcheck",
                                among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
@@ -342,7 +342,7 @@ def test_pure_imports_transitively() -> None:
     ("fail wins", ["PASS", "FAIL"], "report FAIL"),
 )
 def test_cell_report(checks: list[str | None], suffix: str) -> None:
-    from lab.report.terminal import cell_report
+    from lab.frontends.report.terminal import cell_report
 
     steps = [{"report_check": {"verdict": c, "reason": ""}} if c else {} for c in checks]
     assert cell_report({"steps": steps}) == suffix
@@ -360,8 +360,8 @@ def test_cell_report(checks: list[str | None], suffix: str) -> None:
     ("twice", ["validation-failure", "validation-failure"], "names a result type twice"),
 )
 def test_scenario_report_key(value: object, expected: object) -> None:
+    from lab.core.scenario import parse_scenario
     from lab.errors import ScenarioError
-    from lab.scenario import parse_scenario
 
     data = {"title": "t", "step": [{"expect": "delivered", "report": value}]}
     if isinstance(expected, str):

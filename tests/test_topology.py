@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.env import LabEnv
-from lab.senders import exim, postfix, postfixlog
-from lab.senders.command import expand
-from lab.senders.real import LogTail, sender_environ
-from lab.topology import ISOLATED, LOOPBACK, get
+from lab.harness.topology import ISOLATED, LOOPBACK, get
+from lab.senders.env import LabEnv
+from lab.senders.real import exim, postfix, postfixlog
+from lab.senders.real.base import LogTail, sender_environ
+from lab.senders.real.command import expand
 
 # -- topology ------------------------------------------------------------------------------------
 

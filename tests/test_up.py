@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from lab import up
-from lab.cli import main
+from lab.frontends import up
+from lab.frontends.cli import main
 from tests.isolation import leftovers, need_isolation
 
 ROOT = Path(__file__).resolve().parent.parent

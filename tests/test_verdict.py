@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.verdict import (
+from lab.core.verdict import (
     Evidence,
     Judgement,
     Stored,

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from lab.env import LabEnv
+from .env import LabEnv
 
 SenderState = Literal["delivered", "deferred", "bounced", "unknown"]
 

@@ -6,8 +6,8 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab.errors import SenderError
-from lab.senders.base import Sender
+from ..errors import SenderError
+from .base import Sender
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class SenderInfo:
 
     def factory(self) -> Callable[[], Sender]:
         module, _, cls = self.target.partition(":")
-        factory: Callable[[], Sender] = getattr(importlib.import_module(module), cls)
+        factory: Callable[[], Sender] = getattr(importlib.import_module(module, __package__), cls)
         return factory
 
     def available(self) -> tuple[bool, str]:
@@ -39,23 +39,23 @@ class SenderInfo:
 SENDERS: dict[str, SenderInfo] = {
     info.name: info
     for info in (
-        SenderInfo("reference", "lab.senders.reference:ReferenceSender",
+        SenderInfo("reference", ".builtin.reference:ReferenceSender",
                    "RFC 8461 + RFC 8460 sender: the standard the matrix measures against"),
-        SenderInfo("opportunistic", "lab.senders.opportunistic:OpportunisticSender",
+        SenderInfo("opportunistic", ".builtin.opportunistic:OpportunisticSender",
                    "STARTTLS when offered, no certificate checks: the vulnerable default"),
         # Real MTAs (issue 4): they run only with --isolate, in a private network namespace.
-        SenderInfo("postfix", "lab.senders.postfix:PostfixSender",
+        SenderInfo("postfix", ".real.postfix:PostfixSender",
                    "Postfix, smtp_tls_security_level = may (no MTA-STS)", builtin=False),
-        SenderInfo("postfix-mta-sts", "lab.senders.postfix:PostfixMtaStsSender",
+        SenderInfo("postfix-mta-sts", ".real.postfix:PostfixMtaStsSender",
                    "Postfix + postfix-mta-sts-resolver (strict_testing off)", builtin=False),
-        SenderInfo("postfix-mta-sts-strict", "lab.senders.postfix:PostfixMtaStsStrictSender",
+        SenderInfo("postfix-mta-sts-strict", ".real.postfix:PostfixMtaStsStrictSender",
                    "Postfix + postfix-mta-sts-resolver, strict_testing on", builtin=False),
-        SenderInfo("exim", "lab.senders.exim:EximSender",
+        SenderInfo("exim", ".real.exim:EximSender",
                    "Exim 4, default opportunistic TLS (no MTA-STS)", builtin=False),
-        SenderInfo("mailauth", "lab.senders.mailauth:MailauthSender",
+        SenderInfo("mailauth", ".real.mailauth:MailauthSender",
                    "Node mx-connect + mailauth + nodemailer (ZoneMTA's MTA-STS path)",
                    builtin=False),
-        SenderInfo("command", "lab.senders.command:CommandSender",
+        SenderInfo("command", ".real.command:CommandSender",
                    "any program, from the template in DOWNGRADE_LAB_COMMAND", builtin=False),
     )
 }

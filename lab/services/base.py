@@ -9,12 +9,12 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from lab.errors import ServiceError
+from ..errors import ServiceError
 
 if TYPE_CHECKING:
     import asyncio
 
-    from lab.pki import PKI
+    from ..harness.pki import PKI
 
 # listen() backlog of the SMTP listeners (receiver, proxy). SMTP is server-speaks-first: when a
 # burst of connections overflows the accept queue, Linux (with SYN cookies) drops the client's

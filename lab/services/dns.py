@@ -1,4 +1,4 @@
-"""The lab's DNS server (DESIGN §2, §3): a thin shell over the pure zone in lab/dnszone.py.
+"""The lab's DNS server (DESIGN §2, §3): a thin shell over the pure zone in lab/core/dnszone.py.
 
 `DnsServer` moves bytes over UDP and TCP on one port, answers from the `Zone` of the current
 step (`set_zone`) and records every query, malformed packets included.
@@ -18,9 +18,9 @@ from dnslib.buffer import BufferError as DnsBufferError
 from dnslib.dns import DNSError
 from dnslib.label import DNSLabelError
 
-from lab.dnszone import ATTACKER_MX, Zone, answer, build_zone, rr_text, type_name, wire
-from lab.errors import ServiceError
-from lab.services.base import Service, listening_address, require_lab_address
+from ..core.dnszone import ATTACKER_MX, Zone, answer, build_zone, rr_text, type_name, wire
+from ..errors import ServiceError
+from .base import Service, listening_address, require_lab_address
 
 __all__ = ["ATTACKER_MX", "DnsQuery", "DnsServer", "Zone", "answer", "build_zone"]
 

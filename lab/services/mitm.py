@@ -21,11 +21,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from lab.errors import ServiceError
-from lab.model import Attack
-from lab.pki import PKI
-from lab.services.base import SMTP_BACKLOG, Service, listening_address, require_lab_address
-from lab.smtp import (
+from ..core.model import Attack
+from ..core.smtp import (
     TRANSFORMS,
     CloseBoth,
     Command,
@@ -37,6 +34,9 @@ from lab.smtp import (
     StartTLSWithClient,
     StartTLSWithServer,
 )
+from ..errors import ServiceError
+from ..harness.pki import PKI
+from .base import SMTP_BACKLOG, Service, listening_address, require_lab_address
 
 READ_SIZE = 64 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0

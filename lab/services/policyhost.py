@@ -32,10 +32,10 @@ from typing import Any
 
 from aiohttp import web
 
-from lab.errors import LabError, ServiceError
-from lab.model import BLOCK_HOWS, Attack, PolicySpec
-from lab.pki import PKI
-from lab.services.base import HttpsHost, require_lab_address
+from ..core.model import BLOCK_HOWS, Attack, PolicySpec
+from ..errors import LabError, ServiceError
+from ..harness.pki import PKI
+from .base import HttpsHost, require_lab_address
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2 (F-01)
 SHUTDOWN_GRACE_S = 0.1  # how long stop() lets a handler finish before cancelling it

@@ -31,10 +31,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
-from lab.errors import ServiceError
-from lab.model import ReceiverSpec
-from lab.pki import PKI
-from lab.services.base import SMTP_BACKLOG, Service, listening_address, require_lab_address
+from ..core.model import ReceiverSpec
+from ..errors import ServiceError
+from ..harness.pki import PKI
+from .base import SMTP_BACKLOG, Service, listening_address, require_lab_address
 
 # aiosmtpd logs every odd command a sender (or the attacker) sends at WARNING; in the lab that is
 # evidence for the run record, not noise for the terminal.

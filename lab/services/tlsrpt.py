@@ -21,13 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from lab.errors import ServiceError
-from lab.pki import PKI
-from lab.services.base import HttpsHost, listening_address, require_lab_address
-from lab.services.receiver import StoredMessage
-from lab.tlsrpt import MEDIA_GZIP, MEDIA_JSON
-from lab.tlsrptcheck import decode_report, media_type, validate_report
-from lab.tlsrptmail import looks_like_report, read_mail
+from ..core.tlsrpt import MEDIA_GZIP, MEDIA_JSON
+from ..core.tlsrptcheck import decode_report, media_type, validate_report
+from ..core.tlsrptmail import looks_like_report, read_mail
+from ..errors import ServiceError
+from ..harness.pki import PKI
+from .base import HttpsHost, listening_address, require_lab_address
+from .receiver import StoredMessage
 
 REPORT_PATH = "/report"  # the lab's rua: https://tlsrpt.D/report
 SHUTDOWN_GRACE_S = 0.1

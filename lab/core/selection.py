@@ -1,0 +1,73 @@
+"""`-k EXPR` selection of scenarios, pytest style. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .model import Scenario
+
+_TOKEN = re.compile(r"\(|\)|[^\s()]+")
+# Parentheses and `not`s nested deeper than this are refused: the parser recurses once per level,
+# and no real selection comes near it.
+MAX_DEPTH = 100
+
+
+def select(scenarios: Sequence[Scenario], expr: str) -> list[Scenario]:
+    """Filter with a pytest-like `-k` expression: words match (case-insensitive substring) the
+    id, the title, a tag or a conformance id; `and`, `or`, `not` and parentheses combine them."""
+    tokens: list[str] = _TOKEN.findall(expr)
+    if not tokens:
+        return list(scenarios)
+
+    def matches(s: Scenario) -> bool:
+        hay = " ".join([s.id, s.title, *s.tags, *s.rfc]).lower()
+        pos = 0
+
+        def peek() -> str | None:
+            return tokens[pos] if pos < len(tokens) else None
+
+        def take() -> str:
+            nonlocal pos
+            if pos >= len(tokens):
+                raise ValueError("expression ends too early")
+            pos += 1
+            return tokens[pos - 1]
+
+        def p_or(depth: int = 0) -> bool:
+            v = p_and(depth)
+            while peek() == "or":
+                take()
+                v = p_and(depth) or v
+            return v
+
+        def p_and(depth: int) -> bool:
+            v = p_not(depth)
+            while peek() == "and":
+                take()
+                v = p_not(depth) and v
+            return v
+
+        def p_not(depth: int) -> bool:
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested too deeply (more than {MAX_DEPTH} levels of "
+                                 "parentheses or `not`)")
+            if peek() == "not":
+                take()
+                return not p_not(depth + 1)
+            tok = take()
+            if tok == "(":
+                v = p_or(depth + 1)
+                if take() != ")":
+                    raise ValueError("missing )")
+                return v
+            if tok in ("and", "or", ")"):
+                raise ValueError(f"unexpected {tok!r}")
+            return tok.lower() in hay
+
+        v = p_or()
+        if pos != len(tokens):
+            raise ValueError(f"unexpected {tokens[pos]!r}")
+        return v
+
+    return [s for s in scenarios if matches(s)]

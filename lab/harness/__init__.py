@@ -1,0 +1,1 @@
+"""The wiring: the PKI, the topology, `Lab` (one scenario's world) and the runner."""

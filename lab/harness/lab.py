@@ -1,0 +1,271 @@
+"""`Lab`: builds and runs the services of one scenario (DESIGN §2, §3).
+
+Loopback topology: every service on 127.0.0.1 with an ephemeral port. The MX names resolve to
+127.0.0.1 and the port map sends the sender to the attacker's proxy listener for that MX; the
+proxy forwards to the genuine receiver's listener for the same MX. So the attacker is always on
+path, and an honest step is simply one where it changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Self
+
+from ..core.model import Attack, Scenario, Step
+from ..core.tlsrpt import mailboxes
+from ..core.tlsrptcheck import tally
+from ..core.verdict import Evidence, ReportSeen, Stored
+from ..errors import LabError
+from ..senders.base import Message, SendReport
+from ..senders.env import LabEnv
+from ..services.base import Service
+from ..services.dns import ATTACKER_MX, DnsServer, build_zone
+from ..services.mitm import MitmProxy
+from ..services.policyhost import PolicyHost
+from ..services.receiver import Receiver
+from ..services.tlsrpt import TlsRptCollector, read_mailbox
+from .pki import PKI
+from .topology import LOOPBACK as LOOPBACK_TOPOLOGY
+from .topology import Topology
+
+LOOPBACK = "127.0.0.1"
+POLL_S = 0.01
+# The run record quotes what the attacker read, enough for a message body, not a mailbox.
+ATTACKER_READ_MAX = 8 * 1024
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON values from service records (dataclasses, bytes, tuples)."""
+    method = getattr(value, "to_json", None)
+    if callable(method):
+        return method()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+class Lab:
+    """An async context manager: `async with Lab(scenario) as lab:` then, per step,
+    `await lab.prepare(step)`, let the sender deliver, and `lab.collect(...)`."""
+
+    def __init__(self, scenario: Scenario, *, pki: PKI | None = None,
+                 capture: bool = False, topology: Topology = LOOPBACK_TOPOLOGY) -> None:
+        self.scenario = scenario
+        self.capture = capture  # the wire bytes go into the record (for the pcap export)
+        self.domain = scenario.domain
+        self.topology = topology
+        self._own_pki = pki is None
+        self.pki = pki or PKI()
+        hosts = scenario.mx_hosts()
+        # Where every host listens and what DNS answers for it (lab/harness/topology.py).
+        plan = self.plan = topology.plan(self.domain, hosts, ATTACKER_MX if self._spoofed() else None)
+        self.receiver = Receiver(self.pki, hosts, {self.domain}, bind_host=plan.receivers)
+        self.policyhost = PolicyHost(self.pki, self.domain, bind_host=plan.policy.host,
+                                     port=plan.policy.port)
+        self.tlsrpt = TlsRptCollector(self.pki, self.domain, bind_host=plan.tlsrpt.host,
+                                      port=plan.tlsrpt.port)
+        self.dns = DnsServer(bind_host=plan.dns.host, port=plan.dns.port)
+        self.proxy: MitmProxy | None = None
+        self._started: list[Service] = []
+        self._env: LabEnv | None = None
+
+    @property
+    def env(self) -> LabEnv:
+        if self._env is None:
+            raise LabError("the lab is not running")
+        return self._env
+
+    async def start(self) -> None:
+        try:
+            for service in (self.receiver, self.policyhost, self.dns, self.tlsrpt):
+                await service.start()
+                self._started.append(service)
+            hosts = self.scenario.mx_hosts()
+            upstreams = {h: self.receiver.addresses[h] for h in hosts}
+            if ATTACKER_MX in self.plan.mx:
+                # spoof-mx: the attacker's own MX relays to the genuine receiver it displaced
+                upstreams[ATTACKER_MX] = self.receiver.addresses[hosts[0]]
+            listen = {h: (e.host, e.port) for h, e in self.plan.mx.items()}
+            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki, listen=listen,
+                                   capture=self.capture)
+            await self.proxy.start()
+            self._started.append(self.proxy)
+        except BaseException:
+            await self.stop()
+            raise
+        ports = {host: port for host, port in self.proxy.ports.items()}
+        ports[f"mta-sts.{self.domain}"] = self.policyhost.port
+        ports[f"tlsrpt.{self.domain}"] = self.tlsrpt.port  # the https: rua (RFC 8460 §5.4)
+        addresses = dict(self.plan.addresses)
+        self._addresses = addresses
+        self._env = LabEnv(domain=self.domain, dns_host=self.plan.dns.host, dns_port=self.dns.port,
+                           ca_file=self.pki.ca_file, ports=ports, host_addresses=addresses,
+                           topology=self.topology.name, workdir=self.pki.dir)
+
+    def _spoofed(self) -> bool:
+        return any(a.kind == "spoof-mx" for step in self.scenario.steps for a in step.attack)
+
+    async def stop(self) -> None:
+        """Stop every service that started, in reverse order. Idempotent."""
+        while self._started:
+            await self._started.pop().stop()
+        self._env = None
+        if self._own_pki:
+            self.pki.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    async def prepare(self, step: Step) -> None:
+        """Set the world and the attacks for `step`, and forget what earlier steps recorded."""
+        assert self.proxy is not None
+        world = step.world
+        self.dns.set_zone(build_zone(world, self._addresses, step.attacks("dns")))
+        policy = world.policy
+        trickle = policy.trickle_s / max(1, len(policy.body())) if policy and policy.trickle_s else 0.0
+        self.policyhost.configure(policy, step.attacks("policy"), trickle_s=trickle)
+        self.receiver.configure(world.receiver)
+        proxy_attacks = list(step.attacks("proxy"))
+        for spoof in step.attacks("dns"):
+            if spoof.kind == "spoof-mx":
+                # The attacker's MX holds a certificate valid for its own name and reads the mail.
+                proxy_attacks.append(Attack("intercept-tls", hosts=(ATTACKER_MX,),
+                                            cert=spoof.cert or "valid"))
+        self.proxy.set_attacks(proxy_attacks)
+        self.dns.take_queries()
+        self.policyhost.take_requests()
+        self.tlsrpt.take_reports()
+        self.receiver.take_messages()
+        self.proxy.take_records()
+
+    async def wait_for(self, token: str, deadline: float) -> bool:
+        """Wait until the genuine receiver stored a message carrying `token`, or `deadline`."""
+        while not self.receiver.find(token):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    def _errors(self) -> str | None:
+        problems = []
+        for service in self._started:
+            try:
+                service.check()
+            except LabError as exc:
+                problems.append(str(exc))
+        return "; ".join(problems) or None
+
+    def collect(self, step: Step, message: Message, report: SendReport
+                ) -> tuple[Evidence, dict[str, Any]]:
+        """The evidence of one step, and what the run record shows of it."""
+        assert self.proxy is not None
+        token = message.token.encode()
+        messages = self.receiver.take_messages()
+        mine = [m for m in messages if token in m.data]
+        others = [m for m in messages if token not in m.data]
+        connections = self.proxy.take_records()
+        saw_body = any(token in c.client_plaintext for c in connections)
+        saw_mail_from = any(c.saw_mail_from for c in connections)
+        evidence = Evidence(
+            stored=tuple(Stored(tls=m.tls) for m in mine),
+            attacker_saw_body=saw_body,
+            attacker_saw_mail_from=saw_mail_from,
+            sender_state=report.state,
+            sender_detail=report.detail,
+            lab_error=self._errors(),
+        )
+        observed: dict[str, Any] = {
+            "received": [stored_json(m) for m in mine],
+            "other_mail": [stored_json(m) for m in others],
+            **self._traffic(connections),
+        }
+        return evidence, observed
+
+    def observe(self) -> dict[str, Any]:
+        """Everything recorded since `prepare()` (or the last take), as run-record JSON, with
+        no message singled out: what `downgrade-lab up` shows when its command ends."""
+        return {"received": [stored_json(m) for m in self.receiver.take_messages()],
+                **self._traffic(self.proxy.take_records() if self.proxy else []),
+                "tlsrpt_reports": [r.to_json() for r in self.tlsrpt.take_reports()]}
+
+    def _traffic(self, connections: list[Any]) -> dict[str, Any]:
+        return {
+            "dns_queries": to_json(self.dns.take_queries()),
+            "policy_fetches": to_json(self.policyhost.take_requests()),
+            "connections": [_connection_json(c, self.capture) for c in connections],
+            "transcript": [entry for i, c in enumerate(connections) for entry in _transcript(c, i)],
+        }
+
+    def collect_reports(self, step: Step) -> tuple[tuple[ReportSeen, ...], dict[str, Any]]:
+        """The TLS reports (RFC 8460) that arrived since `collect()`: POSTed to the collector or
+        mailed to a `mailto:` of the step's TLS-RPT record (R-05), with the connections and DNS
+        lookups their delivery made. Raises LabError if the collector itself failed."""
+        assert self.proxy is not None
+        self.tlsrpt.check()
+        boxes = mailboxes(step.world.tlsrpt_records())
+        messages = self.receiver.take_messages()
+        received = self.tlsrpt.take_reports() + read_mailbox(messages, boxes)
+        seen = []
+        for r in received:
+            counts = tally(r.report, step.world.domain)
+            seen.append(ReportSeen(
+                channel=r.channel, problems=r.problems, covers_domain=counts is not None,
+                successes=counts.successes if counts else 0,
+                failures=counts.failures if counts else 0,
+                result_types=counts.result_types if counts else frozenset()))
+        connections = self.proxy.take_records()
+        observed: dict[str, Any] = {
+            "tlsrpt_reports": [r.to_json() for r in received],
+            "report_connections": [_connection_json(c) for c in connections],
+            "report_transcript": [entry for i, c in enumerate(connections)
+                                  for entry in _transcript(c, i)],
+            "report_dns_queries": to_json(self.dns.take_queries()),
+        }
+        return tuple(seen), observed
+
+
+def stored_json(m: Any) -> dict[str, Any]:
+    """A message the receiver stored, as the run record shows it (with its size)."""
+    data = to_json(m)
+    if isinstance(data, dict) and "data" in data:
+        data["size"] = len(m.data)
+    return dict(data)
+
+
+def _connection_json(c: Any, capture: bool = False) -> dict[str, Any]:
+    data = to_json(c)
+    if isinstance(data, dict):
+        data.pop("transcript", None)
+        data.pop("client_plaintext", None)
+        plain: bytes = c.client_plaintext
+        data["attacker_read"] = plain[:ATTACKER_READ_MAX].decode("utf-8", "replace")
+        data["attacker_read_bytes"] = len(plain)
+        if capture:
+            data["wire"] = [{"time": w.time, "direction": w.direction,
+                             "data": base64.b64encode(w.data).decode()} for w in c.wire]
+            data["wire_truncated"] = c.wire_truncated
+    return dict(data)
+
+
+def _transcript(c: Any, index: int) -> Iterable[dict[str, Any]]:
+    for entry in c.transcript:
+        row = to_json(entry)
+        row["mx"] = c.mx
+        row["connection"] = index  # into the step's "connections"
+        yield row

@@ -1,0 +1,141 @@
+"""The lab's private PKI: a CA made by trustme and every certificate a scenario needs.
+
+Variants (DESIGN §4 `cert`): `valid` (lab CA, SAN = the host), `expired` (lab CA, not_after in
+the past), `wrong-name` (lab CA, SAN = another name), `untrusted` (a second CA that no bundle
+trusts) and `self-signed`. Private keys are written 0600 inside a private (0700) temp dir that
+`close()` removes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import ssl
+import tempfile
+import weakref
+from pathlib import Path
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from ..core.model import CERT_VARIANTS
+from ..errors import LabError
+
+WRONG_NAME = "wrong-name.invalid"
+
+
+def _write_private(path: Path, data: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def _self_signed(host: str) -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+class PKI:
+    """The lab CA plus a cache of leaf certificates, keyed by (host, variant)."""
+
+    def __init__(self, parent_dir: str | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="downgrade-lab-", dir=parent_dir))
+        # The keys go with the PKI even if close() is never called: when it is collected, or at
+        # interpreter exit (a crashed run, a script that forgot).
+        self._remove = weakref.finalize(self, shutil.rmtree, self.dir, ignore_errors=True)
+        os.chmod(self.dir, 0o700)
+        self._ca = trustme.CA(organization_name="Downgrade Lab CA")
+        self._rogue_ca: trustme.CA | None = None
+        self.ca_file = self.dir / "lab-ca.pem"
+        self.ca_file.write_bytes(self._ca.cert_pem.bytes())
+        self._files: dict[tuple[str, str], tuple[Path, Path]] = {}
+        self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
+        self._closed = False
+
+    def cert_files(self, host: str, variant: str = "valid") -> tuple[Path, Path]:
+        """(certificate chain PEM, private key PEM) for `host` in `variant`."""
+        if variant not in CERT_VARIANTS:
+            raise LabError(f"unknown certificate variant {variant!r} (allowed: {', '.join(CERT_VARIANTS)})")
+        if self._closed:
+            raise LabError("the lab PKI is closed")
+        host = host.lower().rstrip(".")
+        key = (host, variant)
+        if key not in self._files:
+            chain, private = self._issue(host, variant)
+            stem = f"{host}.{variant}"
+            cert_path = self.dir / f"{stem}.crt"
+            cert_path.write_bytes(chain)
+            key_path = _write_private(self.dir / f"{stem}.key", private)
+            self._files[key] = (cert_path, key_path)
+        return self._files[key]
+
+    def _issue(self, host: str, variant: str) -> tuple[bytes, bytes]:
+        if variant == "self-signed":
+            return _self_signed(host)
+        ca = self._ca
+        not_before: dt.datetime | None = None
+        not_after: dt.datetime | None = None
+        names = [host]
+        if variant == "expired":
+            now = dt.datetime.now(dt.UTC)
+            not_before, not_after = now - dt.timedelta(days=30), now - dt.timedelta(days=1)
+        elif variant == "wrong-name":
+            names = [WRONG_NAME]
+        elif variant == "untrusted":
+            if self._rogue_ca is None:
+                self._rogue_ca = trustme.CA(organization_name="Untrusted Rogue CA")
+            ca = self._rogue_ca
+        leaf = ca.issue_cert(*names, common_name=names[0], not_before=not_before,
+                             not_after=not_after)
+        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        return chain, leaf.private_key_pem.bytes()
+
+    def server_context(self, host: str, variant: str = "valid") -> ssl.SSLContext:
+        """A server-side TLS context presenting `host`'s certificate in `variant`."""
+        key = (host.lower().rstrip("."), variant)
+        if key not in self._contexts:
+            cert_path, key_path = self.cert_files(host, variant)
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(cert_path, key_path)
+            self._contexts[key] = ctx
+        return self._contexts[key]
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts the lab CA only."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def close(self) -> None:
+        """Remove every key and certificate. Idempotent."""
+        self._closed = True
+        self._contexts.clear()
+        self._files.clear()
+        self._remove()
+
+    def __enter__(self) -> PKI:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The built-in senders (reference, opportunistic) and the clients they share."""

@@ -1,0 +1,1 @@
+"""Adapters that drive real MTAs inside the isolated topology."""
