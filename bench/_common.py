@@ -20,10 +20,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from lab.core.model import Scenario
-from lab.core.scenario import load_scenario
-from lab.harness.pki import PKI
-from lab.senders.base import Message
+from downgrade_lab.core.model import Scenario
+from downgrade_lab.core.scenario import load_scenario
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.senders.base import Message
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPICAL = ROOT / "scenarios" / "baseline" / "enforce-healthy.toml"

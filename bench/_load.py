@@ -22,9 +22,9 @@ from typing import Any
 
 from _common import digest, message
 
-from lab.senders.base import Message
-from lab.senders.builtin.smtpclient import deliver_via_mx
-from lab.senders.env import LabEnv
+from downgrade_lab.senders.base import Message
+from downgrade_lab.senders.builtin.smtpclient import deliver_via_mx
+from downgrade_lab.senders.env import LabEnv
 
 
 async def job(spec: dict[str, Any]) -> dict[str, Any]:

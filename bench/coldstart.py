@@ -24,8 +24,8 @@ from pathlib import Path
 
 from _common import machine, med, spread, typical, verdict
 
-from lab.harness.lab import Lab
-from lab.harness.pki import PKI
+from downgrade_lab.harness.lab import Lab
+from downgrade_lab.harness.pki import PKI
 
 TARGET_S = 0.300
 SELF = Path(__file__).resolve()

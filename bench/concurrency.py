@@ -21,7 +21,7 @@ from typing import Any
 
 from _common import MX, LoadClient, digest, machine, med, typical, verdict
 
-from lab.harness.lab import Lab
+from downgrade_lab.harness.lab import Lab
 
 TOTAL_AT_ONCE = 500
 

@@ -33,7 +33,7 @@ def main() -> int:
             out = Path(tmp) / f"run{i}.json"
             started = time.perf_counter()
             proc = subprocess.run(
-                [sys.executable, "-m", "lab", "run", "scenarios", "-j", str(args.jobs),
+                [sys.executable, "-m", "downgrade_lab", "run", "scenarios", "-j", str(args.jobs),
                  "--json", str(out)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             wall = time.perf_counter() - started

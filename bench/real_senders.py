@@ -27,7 +27,7 @@ DEFAULT = ["postfix", "postfix-mta-sts", "postfix-mta-sts-strict", "exim", "mail
 
 def one_run(sender: str, out: Path) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lab", "run", "scenarios", "--isolate",
+    proc = subprocess.run([sys.executable, "-m", "downgrade_lab", "run", "scenarios", "--isolate",
                            "--sender", sender, "--json", str(out)],
                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           check=False)

@@ -21,13 +21,13 @@ from collections.abc import Awaitable, Callable
 
 from _common import MX, bare_receiver, machine, med, message, spread, typical, verdict
 
-from lab.harness.lab import Lab
-from lab.harness.pki import PKI
-from lab.harness.runner import run_pair
-from lab.senders.base import Sender, SendReport
-from lab.senders.builtin.smtpclient import deliver_via_mx
-from lab.senders.env import LabEnv
-from lab.senders.registry import make_sender
+from downgrade_lab.harness.lab import Lab
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.harness.runner import run_pair
+from downgrade_lab.senders.base import Sender, SendReport
+from downgrade_lab.senders.builtin.smtpclient import deliver_via_mx
+from downgrade_lab.senders.env import LabEnv
+from downgrade_lab.senders.registry import make_sender
 
 TARGET_RATIO = 3.0
 Row = Callable[[], Awaitable[None]]

@@ -25,9 +25,9 @@ import time
 
 from _common import MX, LoadClient, digest, machine, med, verdict
 
-from lab.harness.pki import PKI
-from lab.services.mitm import MitmProxy
-from lab.services.receiver import Receiver
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.services.mitm import MitmProxy
+from downgrade_lab.services.receiver import Receiver
 
 TARGET_SHARE = 0.5
 CONNECT_TRIES = 200  # socat's readiness: 200 x 10 ms at most

@@ -16,7 +16,7 @@ import time
 
 from _common import ROOT, machine, med, spread
 
-from lab.harness.isolate import IsolationError, unshare_command
+from downgrade_lab.harness.isolate import IsolationError, unshare_command
 
 
 def elapsed(argv: list[str]) -> float:
@@ -30,7 +30,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=10)
     args = ap.parse_args()
-    up = [sys.executable, "-m", "lab", "up"]
+    up = [sys.executable, "-m", "downgrade_lab", "up"]
     try:
         unshare_command()
         isolated_ok = True

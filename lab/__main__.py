@@ -1,4 +1,4 @@
-"""`python -m lab` is the `downgrade-lab` command."""
+"""`python -m downgrade_lab` is the `downgrade-lab` command."""
 
 from __future__ import annotations
 

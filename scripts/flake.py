@@ -15,9 +15,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from lab.core.scenario import discover
-from lab.harness.runner import run_all
-from lab.senders.registry import builtin_senders
+from downgrade_lab.core.scenario import discover
+from downgrade_lab.harness.runner import run_all
+from downgrade_lab.senders.registry import builtin_senders
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,13 +31,13 @@ if atheris is not None:
     with atheris.instrument_imports(include=["lab", "dnslib"]):
         import dnslib
 
-        from lab.core.model import Attack
-        from lab.core.policy import PolicyError, join_strings, parse_txt_records, validate_fetch
-        from lab.core.scenario import parse_scenario
-        from lab.core.smtp import TRANSFORMS, Relay, Reply, SmtpError, StartPassthrough
-        from lab.core.tlsrpt import TlsRptError, parse_tlsrpt_records
-        from lab.errors import ScenarioError
-        from lab.services.dns import DnsServer, build_zone
+        from downgrade_lab.core.model import Attack
+        from downgrade_lab.core.policy import PolicyError, join_strings, parse_txt_records, validate_fetch
+        from downgrade_lab.core.scenario import parse_scenario
+        from downgrade_lab.core.smtp import TRANSFORMS, Relay, Reply, SmtpError, StartPassthrough
+        from downgrade_lab.core.tlsrpt import TlsRptError, parse_tlsrpt_records
+        from downgrade_lab.errors import ScenarioError
+        from downgrade_lab.services.dns import DnsServer, build_zone
 
 
 def _records(data: bytes) -> list[list[bytes]]:
@@ -114,7 +114,7 @@ _SERVER: list[DnsServer] = []
 
 def dns(data: bytes) -> None:
     if not _SERVER:
-        from lab.core.model import DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
+        from downgrade_lab.core.model import DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
         world = World("example.test", DnsSpec(mx=("mx1.example.test",)),
                       PolicySpec(mx=("mx1.example.test",)), ReceiverSpec(), MessageSpec())
         _SERVER.append(DnsServer(build_zone(world, {"mx1.example.test": "127.0.0.1"})))

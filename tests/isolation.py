@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.harness.isolate import IsolationError, unshare_command
+from downgrade_lab.harness.isolate import IsolationError, unshare_command
 
 
 def isolation_problem() -> str | None:

@@ -8,8 +8,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from lab.core.scenario import load_scenario
-from lab.harness.runner import run_all
+from downgrade_lab.core.scenario import load_scenario
+from downgrade_lab.harness.runner import run_all
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lab.frontends.cli import Environment, main
+from downgrade_lab.frontends.cli import Environment, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -146,19 +146,19 @@ def test_list_shows_control_characters_escaped(tmp_path: Path) -> None:
 
 
 def _cli(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, text=True,
+    return subprocess.run([sys.executable, "-m", "downgrade_lab", *args], cwd=ROOT, text=True,
                           capture_output=True, timeout=60, check=False, **kw)
 
 
 def test_a_reader_that_stops_early_gets_no_traceback() -> None:
-    done = subprocess.run(f"{sys.executable} -m lab list scenarios | head -1", shell=True,
+    done = subprocess.run(f"{sys.executable} -m downgrade_lab list scenarios | head -1", shell=True,
                           cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.stdout.count("\n") == 1 and done.stderr == ""
 
 
 def test_closed_stdout_and_stderr_are_survived(tmp_path: Path) -> None:
     record = tmp_path / "r.json"
-    done = subprocess.run(f"{sys.executable} -m lab run {HEALTHY} --sender reference "
+    done = subprocess.run(f"{sys.executable} -m downgrade_lab run {HEALTHY} --sender reference "
                           f"--json {record} >&- 2>&-", shell=True, cwd=ROOT, timeout=60,
                           check=False)
     assert done.returncode == 0
@@ -168,7 +168,7 @@ def test_closed_stdout_and_stderr_are_survived(tmp_path: Path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_a_run_cleanly(tmp_path: Path, signum: signal.Signals) -> None:
     """A cancelled CI job: labs stop and the PKI's private keys go, as after Ctrl-C."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(ROOT / "scenarios"),
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "run", str(ROOT / "scenarios"),
                              "-j", "2"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
@@ -185,7 +185,7 @@ def test_sigterm_and_sighup_stop_a_run_cleanly(tmp_path: Path, signum: signal.Si
 def test_sigterm_stops_a_run_started_with_sigint_ignored(tmp_path: Path) -> None:
     """`downgrade-lab run ... &` in a script starts with SIGINT ignored; SIGTERM must still
     stop it cleanly (it cannot go through Ctrl-C handling there)."""
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", str(ROOT / "scenarios"),
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "run", str(ROOT / "scenarios"),
                              "-j", "2"], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp_path)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.core.conformance import NOT_OBSERVABLE, REQUIREMENTS, coverage, render_markdown
-from lab.core.scenario import discover
+from downgrade_lab.core.conformance import NOT_OBSERVABLE, REQUIREMENTS, coverage, render_markdown
+from downgrade_lab.core.scenario import discover
 
 ROOT = Path(__file__).resolve().parent.parent
 

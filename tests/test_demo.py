@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.frontends.cli import Environment, main
+from downgrade_lab.frontends.cli import Environment, main
 
 
 class Tty(io.StringIO):

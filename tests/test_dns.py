@@ -17,9 +17,9 @@ import dns.resolver
 import pytest
 from dnslib import CLASS, QTYPE, RCODE, DNSQuestion, DNSRecord
 
-from lab.core.model import Attack, DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
-from lab.errors import LabError, ServiceError
-from lab.services.dns import ATTACKER_MX, DnsServer, Zone, answer, build_zone
+from downgrade_lab.core.model import Attack, DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
+from downgrade_lab.errors import LabError, ServiceError
+from downgrade_lab.services.dns import ATTACKER_MX, DnsServer, Zone, answer, build_zone
 from tests.purity import imported_roots, loaded_by_importing
 
 MX1, MX2 = "mx1.example.test", "mx2.example.test"
@@ -370,4 +370,4 @@ def test_the_zone_module_is_sans_io() -> None:
     imports none of asyncio/socket/ssl/selectors, and importing it pulls in no asyncio or ssl
     (dnslib itself imports socket, for address conversion only)."""
     assert not imported_roots("lab/core/dnszone.py") & {"asyncio", "socket", "ssl", "selectors"}
-    assert loaded_by_importing("lab.core.dnszone", among=frozenset({"asyncio", "ssl"})) == set()
+    assert loaded_by_importing("downgrade_lab.core.dnszone", among=frozenset({"asyncio", "ssl"})) == set()

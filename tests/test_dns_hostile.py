@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.core.model import DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
-from lab.services.dns import DnsServer, Zone, build_zone
+from downgrade_lab.core.model import DnsSpec, MessageSpec, PolicySpec, ReceiverSpec, World
+from downgrade_lab.services.dns import DnsServer, Zone, build_zone
 
 MX1 = "mx1.example.test"
 WAIT_S = 5.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.frontends.cli import build_parser
+from downgrade_lab.frontends.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "ci.md"

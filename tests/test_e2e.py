@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.core.scenario import discover, load_scenario
-from lab.harness.runner import run_all
-from lab.senders.registry import builtin_senders
+from downgrade_lab.core.scenario import discover, load_scenario
+from downgrade_lab.harness.runner import run_all
+from downgrade_lab.senders.registry import builtin_senders
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"

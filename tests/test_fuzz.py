@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.core import scenario as loader
-from lab.core.model import ATTACKS, BLOCK_HOWS, CERT_VARIANTS, DNS_FAULTS, MODES, OUTCOMES, Scenario
-from lab.core.policy import (
+from downgrade_lab.core import scenario as loader
+from downgrade_lab.core.model import ATTACKS, BLOCK_HOWS, CERT_VARIANTS, DNS_FAULTS, MODES, OUTCOMES, Scenario
+from downgrade_lab.core.policy import (
     STS_POLICY_FETCH_ERROR,
     STS_POLICY_INVALID,
     STS_WEBPKI_INVALID,
@@ -37,7 +37,7 @@ from lab.core.policy import (
     serialise_policy,
     validate_fetch,
 )
-from lab.core.smtp import (
+from downgrade_lab.core.smtp import (
     MAX_LINE,
     CloseBoth,
     Command,
@@ -50,9 +50,9 @@ from lab.core.smtp import (
     StartTLSWithClient,
     StartTLSWithServer,
 )
-from lab.core.tlsrpt import RESULT_TYPES, TlsRptError, parse_tlsrpt_records
-from lab.errors import LabError, ScenarioError
-from lab.services.dns import build_zone
+from downgrade_lab.core.tlsrpt import RESULT_TYPES, TlsRptError, parse_tlsrpt_records
+from downgrade_lab.errors import LabError, ScenarioError
+from downgrade_lab.services.dns import build_zone
 from tests.test_policy_props import policies
 from tests.test_smtp import well_formed
 
@@ -185,7 +185,7 @@ PROXY_KINDS = sorted(k for k, (layer, _) in ATTACKS.items() if layer == "proxy")
        script=st.lists(side_bytes, max_size=30))
 def test_any_dialogue_never_raises_and_keeps_its_bounds(kinds: list[str],
                                                         script: list[tuple[str, bytes]]) -> None:
-    from lab.core.model import Attack
+    from downgrade_lab.core.model import Attack
     relay = Relay([Attack(k) for k in kinds], mx_host="mx1.example.test")
     closed = False
     for side, data in script:

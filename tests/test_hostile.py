@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.harness.pki import PKI
-from lab.senders.base import Message
-from lab.senders.builtin.smtpclient import deliver_via_mx
-from lab.senders.env import LabEnv
-from lab.services import receiver as receiver_module
-from lab.services.mitm import ConnectionRecord, MitmProxy
-from lab.services.receiver import Receiver
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.senders.base import Message
+from downgrade_lab.senders.builtin.smtpclient import deliver_via_mx
+from downgrade_lab.senders.env import LabEnv
+from downgrade_lab.services import receiver as receiver_module
+from downgrade_lab.services.mitm import ConnectionRecord, MitmProxy
+from downgrade_lab.services.receiver import Receiver
 
 MX = "mx1.example.test"
 DOMAIN = "example.test"

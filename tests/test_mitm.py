@@ -14,11 +14,11 @@ import aiosmtplib
 import pytest
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 
-from lab.core.model import Attack
-from lab.core.smtp import Relay
-from lab.errors import ServiceError
-from lab.harness.pki import PKI
-from lab.services.mitm import ConnectionRecord, MitmProxy
+from downgrade_lab.core.model import Attack
+from downgrade_lab.core.smtp import Relay
+from downgrade_lab.errors import ServiceError
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.services.mitm import ConnectionRecord, MitmProxy
 
 MX1, MX2 = "mx1.example.test", "mx2.example.test"
 SENDER, RCPT = "alice@sender.test", "bob@example.test"

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from lab.core.model import DnsSpec, MessageSpec, ReceiverSpec, World
-from lab.harness.pki import PKI
-from lab.senders.base import Message, Sender, SendReport
-from lab.senders.builtin.dnsclient import DnsClient, LookupFailed, NoRecords, NxDomain
-from lab.senders.builtin.opportunistic import OpportunisticSender
-from lab.senders.env import LabEnv
-from lab.services.dns import DnsServer, build_zone
-from lab.services.receiver import Receiver
+from downgrade_lab.core.model import DnsSpec, MessageSpec, ReceiverSpec, World
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.senders.base import Message, Sender, SendReport
+from downgrade_lab.senders.builtin.dnsclient import DnsClient, LookupFailed, NoRecords, NxDomain
+from downgrade_lab.senders.builtin.opportunistic import OpportunisticSender
+from downgrade_lab.senders.env import LabEnv
+from downgrade_lab.services.dns import DnsServer, build_zone
+from downgrade_lab.services.receiver import Receiver
 
 DOMAIN = "example.test"
 MX1, MX2 = "mx1.example.test", "mx2.example.test"

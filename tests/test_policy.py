@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.core.policy import (
+from downgrade_lab.core.policy import (
     FetchError,
     MultipleRecords,
     NoRecord,
@@ -25,7 +25,7 @@ from lab.core.policy import (
     tls_required,
     validate_fetch,
 )
-from lab.core.policycache import (
+from downgrade_lab.core.policycache import (
     CachedPolicy,
     PolicyCache,
     TxtFailure,
@@ -33,7 +33,7 @@ from lab.core.policycache import (
     decide,
     discover,
 )
-from lab.errors import LabError
+from downgrade_lab.errors import LabError
 from tests.purity import imported_roots, loaded_by_importing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -539,7 +539,7 @@ def test_pure_imports(module: str) -> None:
 
 
 def test_pure_imports_transitively() -> None:
-    assert loaded_by_importing("lab.core.policy", "lab.core.policycache",
+    assert loaded_by_importing("downgrade_lab.core.policy", "downgrade_lab.core.policycache",
                                among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
@@ -549,6 +549,6 @@ def test_the_reference_fetch_timeout_takes_half_the_budget_within_bounds(
         budget: float, timeout: float) -> None:
     """F-06: about a minute at most; half the step's time, so a failed fetch still leaves time
     to deliver with no policy (F-07); never under 3 s."""
-    from lab.senders.builtin.reference import fetch_timeout
+    from downgrade_lab.senders.builtin.reference import fetch_timeout
 
     assert fetch_timeout(budget) == timeout

@@ -1,4 +1,4 @@
-"""Properties of lab.core.policy: serialising round-trips, MX matching agrees with an independent
+"""Properties of downgrade_lab.core.policy: serialising round-trips, MX matching agrees with an independent
 label-by-label model, and no input escapes the PolicyError hierarchy."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.core.policy import (
+from downgrade_lab.core.policy import (
     MAX_AGE_LIMIT,
     MODES,
     Policy,
@@ -18,7 +18,7 @@ from lab.core.policy import (
     serialise_policy,
     validate_fetch,
 )
-from lab.core.policycache import TxtFailure, discover
+from downgrade_lab.core.policycache import TxtFailure, discover
 
 FEW = settings(max_examples=300, deadline=None)
 

@@ -18,10 +18,10 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography import x509
 
-from lab.core.model import Attack, PolicySpec
-from lab.errors import ServiceError
-from lab.harness.pki import PKI
-from lab.services.policyhost import WELL_KNOWN, PolicyHost, route
+from downgrade_lab.core.model import Attack, PolicySpec
+from downgrade_lab.errors import ServiceError
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.services.policyhost import WELL_KNOWN, PolicyHost, route
 
 NAME = "mta-sts.example.test"
 POLICY = PolicySpec(mode="enforce", mx=("mx1.example.test",), max_age=86400)

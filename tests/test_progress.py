@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from lab.frontends.cli import Environment, main
+from downgrade_lab.frontends.cli import Environment, main
 
 ROOT = Path(__file__).resolve().parent.parent
 STRIP = str(ROOT / "scenarios" / "strip")

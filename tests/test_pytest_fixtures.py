@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import ScenarioError, ServiceError
-from lab.frontends.testing import DEFAULT_SCENARIO, CheckedLab, as_scenario
-from lab.senders.builtin.opportunistic import OpportunisticSender
-from lab.senders.builtin.reference import ReferenceSender
+from downgrade_lab.errors import ScenarioError, ServiceError
+from downgrade_lab.frontends.testing import DEFAULT_SCENARIO, CheckedLab, as_scenario
+from downgrade_lab.senders.builtin.opportunistic import OpportunisticSender
+from downgrade_lab.senders.builtin.reference import ReferenceSender
 
 ROOT = Path(__file__).resolve().parent.parent
 STRIP = ROOT / "scenarios" / "strip" / "no-policy.toml"

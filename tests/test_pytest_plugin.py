@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from lab.core.scenario import discover
-from lab.frontends.cli import Environment, main
+from downgrade_lab.core.scenario import discover
+from downgrade_lab.frontends.cli import Environment, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -151,8 +151,8 @@ def test_without_the_option_the_plugin_collects_nothing_and_imports_no_lab(tmp_p
     done = child_pytest("-p", "no:xdist", "--co", "-q", cwd=tmp_path)
     assert done.returncode == 0 and "test_one.py::test_one" in done.stdout
     assert "1 test collected" in done.stdout
-    probe = subprocess.run([sys.executable, "-c", "import sys, lab.frontends.pytest_plugin; print("
-                            "sorted(m for m in ('lab.harness.lab', 'lab.harness.runner', 'aiohttp', 'aiosmtpd') "
+    probe = subprocess.run([sys.executable, "-c", "import sys, downgrade_lab.frontends.pytest_plugin; print("
+                            "sorted(m for m in ('downgrade_lab.harness.lab', 'downgrade_lab.harness.runner', 'aiohttp', 'aiosmtpd') "
                             "if m in sys.modules))"], capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "[]"  # loading the plugin costs pytest nothing more
 
@@ -160,7 +160,7 @@ def test_without_the_option_the_plugin_collects_nothing_and_imports_no_lab(tmp_p
 STRICT = '''
 import pytest
 
-from lab.senders.builtin.opportunistic import OpportunisticSender
+from downgrade_lab.senders.builtin.opportunistic import OpportunisticSender
 
 @pytest.mark.asyncio
 async def test_lab_fixture_in_strict_mode(lab):

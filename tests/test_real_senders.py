@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from lab.senders.registry import SENDERS
+from downgrade_lab.senders.registry import SENDERS
 from tests.isolation import isolation_problem as _isolation_problem
 from tests.isolation import leftovers, need_isolation
 
@@ -45,7 +45,7 @@ def isolated_run(tmp_path: Path, tmp: Path, sender: str, *scenarios: str,
     (exit, record, stderr)."""
     out = tmp_path / f"record-{len(list(tmp_path.glob('record-*')))}.json"
     env = {**os.environ, "TMPDIR": str(tmp), "NO_COLOR": "1", **(extra_env or {})}
-    cmd = [sys.executable, "-m", "lab", "run", "--isolate", "--sender", sender, "--json", str(out),
+    cmd = [sys.executable, "-m", "downgrade_lab", "run", "--isolate", "--sender", sender, "--json", str(out),
            *(str(SCENARIOS / f"{s}.toml") for s in scenarios)]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S, check=False)
@@ -181,7 +181,7 @@ def test_ctrl_c_stops_the_run_and_cleans_up(tmp_path: Path, run_tmp: Path) -> No
     need("postfix-mta-sts")
     tmp = run_tmp
     env = {**os.environ, "TMPDIR": str(tmp), "NO_COLOR": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--isolate", "--sender",
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "run", "--isolate", "--sender",
                              "postfix-mta-sts", str(SCENARIOS / "strip")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
@@ -195,7 +195,7 @@ def test_ctrl_c_stops_the_run_and_cleans_up(tmp_path: Path, run_tmp: Path) -> No
 
 
 def test_real_sender_without_isolate_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    from lab.frontends.cli import main
+    from downgrade_lab.frontends.cli import main
 
     assert main(["run", str(SCENARIOS / "baseline" / "healthy.toml"), "--sender", "postfix"]) == 2
     err = capsys.readouterr().err
@@ -204,11 +204,11 @@ def test_real_sender_without_isolate_is_one_line_exit_2(capsys: pytest.CaptureFi
 
 def test_isolate_without_root_or_user_namespaces_is_one_line_exit_2(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import lab.harness.isolate
-    from lab.frontends.cli import main
+    import downgrade_lab.harness.isolate
+    from downgrade_lab.frontends.cli import main
 
-    monkeypatch.setattr(lab.harness.isolate.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(lab.harness.isolate, "_rootless_missing",
+    monkeypatch.setattr(downgrade_lab.harness.isolate.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(downgrade_lab.harness.isolate, "_rootless_missing",
                         lambda: "newuidmap/newgidmap (install the `uidmap` package)")
     assert main(["run", str(SCENARIOS / "baseline" / "healthy.toml"), "--isolate"]) == 2
     err = capsys.readouterr().err
@@ -221,7 +221,7 @@ def test_isolate_as_nobody_says_what_is_missing(tmp_path: Path) -> None:
     # (the project venv lives below /root, out of nobody's reach).
     if os.geteuid() != 0 or not Path("/usr/bin/setpriv").exists():
         pytest.skip("needs root to become nobody")
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from lab.harness.isolate import unshare_command, "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from downgrade_lab.harness.isolate import unshare_command, "
             "IsolationError\ntry:\n unshare_command()\nexcept IsolationError as e:\n print(e)\n sys.exit(2)")
     done = subprocess.run(["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                            "/usr/bin/python3", "-c", code, str(ROOT)], capture_output=True, text=True,

@@ -10,13 +10,13 @@ import aiosmtplib
 import pytest
 from cryptography import x509
 
-from lab.core.model import ReceiverSpec
-from lab.errors import LabError, ServiceError
-from lab.harness.pki import PKI, WRONG_NAME
-from lab.senders.base import Message
-from lab.senders.builtin.smtpclient import deliver_via_mx
-from lab.senders.env import LabEnv
-from lab.services.receiver import Receiver
+from downgrade_lab.core.model import ReceiverSpec
+from downgrade_lab.errors import LabError, ServiceError
+from downgrade_lab.harness.pki import PKI, WRONG_NAME
+from downgrade_lab.senders.base import Message
+from downgrade_lab.senders.builtin.smtpclient import deliver_via_mx
+from downgrade_lab.senders.env import LabEnv
+from downgrade_lab.services.receiver import Receiver
 
 MX1, MX2 = "mx1.example.test", "mx2.example.test"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from lab.frontends.report.html import to_html
-from lab.frontends.report.svg import esc, sequence_svg
+from downgrade_lab.frontends.report.html import to_html
+from downgrade_lab.frontends.report.svg import esc, sequence_svg
 from tests.reportrun import ATTR, SCRIPT, hostile_record, index_of, real_record
 
 # ---- escaping: everything from the record is text, never markup ----

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lab.frontends.report.junit import to_junit
+from downgrade_lab.frontends.report.junit import to_junit
 from tests.reportrun import EVIL, hostile_record, real_record
 
 

@@ -15,11 +15,11 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
-from lab.core.smtp import Relay
-from lab.errors import LabError
-from lab.frontends.cli import Environment, main
-from lab.frontends.report import pcap as pcap_module
-from lab.frontends.report.pcap import (
+from downgrade_lab.core.smtp import Relay
+from downgrade_lab.errors import LabError
+from downgrade_lab.frontends.cli import Environment, main
+from downgrade_lab.frontends.report import pcap as pcap_module
+from downgrade_lab.frontends.report.pcap import (
     ATTACKER_IP,
     RECEIVER_IP,
     SENDER_IP,
@@ -27,7 +27,7 @@ from lab.frontends.report.pcap import (
     step_packets,
     write_pcaps,
 )
-from lab.services import mitm
+from downgrade_lab.services import mitm
 from tests.reportrun import SCENARIOS, index_of, real_record
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.core.scenario import discover, load_scenario, parse_duration
-from lab.core.selection import MAX_DEPTH, select
-from lab.errors import ScenarioError
+from downgrade_lab.core.scenario import discover, load_scenario, parse_duration
+from downgrade_lab.core.selection import MAX_DEPTH, select
+from downgrade_lab.errors import ScenarioError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -270,8 +270,8 @@ def test_a_path_that_names_no_scenario_says_why(tmp_path: Path, make: Callable[[
 # Run as a user the folder's 000 mode applies to: root reads any folder.
 UNREADABLE = """
 import sys
-from lab.errors import ScenarioError
-from lab.core.scenario import discover
+from downgrade_lab.errors import ScenarioError
+from downgrade_lab.core.scenario import discover
 try:
     print([s.id for s in discover([sys.argv[1]])])
 except ScenarioError as exc:
@@ -293,7 +293,7 @@ def test_a_folder_that_cannot_be_read_is_an_error_not_a_gap(run_tmp: Path) -> No
                               text=True, timeout=60, check=False, cwd=ROOT,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
 
-    probe = python("import lab.core.scenario")
+    probe = python("import downgrade_lab.core.scenario")
     if probe.returncode != 0:
         pytest.skip(f"the unprivileged user cannot run the lab here: {probe.stderr.strip()[-200:]}")
     try:
@@ -321,7 +321,7 @@ def test_selection_nests_up_to_the_limit(tree: Path) -> None:
 
 def test_a_leading_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     """Editors on some systems save UTF-8 with a BOM; TOML does not allow one, we skip it."""
-    from lab.core.scenario import load_scenario
+    from downgrade_lab.core.scenario import load_scenario
 
     path = tmp_path / "bom.toml"
     path.write_bytes(b"\xef\xbb\xbf" + b'title = "t"\n[[step]]\nexpect = "delivered"\n')
@@ -346,7 +346,7 @@ report = ["starttls-not-supported"]
 def test_step_keys_written_below_step_set_as_in_the_design_listing(tmp_path: Path) -> None:
     """DESIGN §4 lists `after` and `report` under `[step.set]`; TOML then nests them in `set`.
     They are read as the step's own; the world change in `set` still applies."""
-    from lab.core.scenario import load_scenario
+    from downgrade_lab.core.scenario import load_scenario
 
     path = tmp_path / "layout.toml"
     path.write_text(LISTING_LAYOUT)

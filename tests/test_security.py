@@ -18,17 +18,17 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from lab.core.scenario import discover
-from lab.errors import ServiceError
-from lab.harness.lab import Lab
-from lab.harness.pki import PKI
-from lab.services import receiver as receiver_module
-from lab.services.base import Service
-from lab.services.dns import DnsServer
-from lab.services.mitm import MitmProxy
-from lab.services.policyhost import PolicyHost
-from lab.services.receiver import Receiver
-from lab.services.tlsrpt import TlsRptCollector
+from downgrade_lab.core.scenario import discover
+from downgrade_lab.errors import ServiceError
+from downgrade_lab.harness.lab import Lab
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.services import receiver as receiver_module
+from downgrade_lab.services.base import Service
+from downgrade_lab.services.dns import DnsServer
+from downgrade_lab.services.mitm import MitmProxy
+from downgrade_lab.services.policyhost import PolicyHost
+from downgrade_lab.services.receiver import Receiver
+from downgrade_lab.services.tlsrpt import TlsRptCollector
 
 ROOT = Path(__file__).resolve().parent.parent
 MX1 = "mx1.example.test"

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.core import smtp
-from lab.core.model import ATTACKS, Attack
-from lab.core.smtp import (
+from downgrade_lab.core import smtp
+from downgrade_lab.core.model import ATTACKS, Attack
+from downgrade_lab.core.smtp import (
     MAX_LINE,
     MAX_PLAINTEXT,
     CloseBoth,
@@ -140,7 +140,7 @@ def test_pure_module_imports_no_io() -> None:
     for module in ("lab/core/smtp.py", "lab/core/smtpwire.py"):
         assert not imported_roots(module) & {"asyncio", "socket", "ssl", "selectors"}
     # and nothing it imports pulls them in either
-    assert loaded_by_importing("lab.core.smtp", among=frozenset({"asyncio", "socket", "ssl"})) == set()
+    assert loaded_by_importing("downgrade_lab.core.smtp", among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
 # ---- EHLO rewriting at every split point ----

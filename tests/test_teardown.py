@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.core.model import Scenario
-from lab.core.scenario import load_scenario
-from lab.harness.lab import Lab
-from lab.harness.pki import PKI
+from downgrade_lab.core.model import Scenario
+from downgrade_lab.core.scenario import load_scenario
+from downgrade_lab.harness.lab import Lab
+from downgrade_lab.harness.pki import PKI
 
 ROOT = Path(__file__).resolve().parent.parent
 # spoof-mx: the most services and listeners a loopback lab has (two MX hosts, the attacker's)
@@ -99,7 +99,7 @@ async def test_keys_are_private_while_the_lab_runs_and_gone_after(
 
 def test_keys_are_gone_when_the_process_exits_without_stopping(tmp_path: Path) -> None:
     """A run that crashes (or a script that forgets close()) still removes its keys at exit."""
-    code = ("import sys; from lab.harness.pki import PKI; p = PKI(sys.argv[1]); "
+    code = ("import sys; from downgrade_lab.harness.pki import PKI; p = PKI(sys.argv[1]); "
             "p.cert_files('mx1.example.test'); print(p.dir)")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                          text=True, timeout=60, check=True)
@@ -115,13 +115,13 @@ def test_keys_are_gone_when_the_process_exits_without_stopping(tmp_path: Path) -
 # Prints the error start() raised, then whether closing our descriptors got back to the start.
 OUT_OF_FDS = """
 import asyncio, os, resource, sys
-from lab.errors import ServiceError
-from lab.harness.pki import PKI
-from lab.services.dns import DnsServer
-from lab.services.mitm import MitmProxy
-from lab.services.policyhost import PolicyHost
-from lab.services.receiver import Receiver
-from lab.services.tlsrpt import TlsRptCollector
+from downgrade_lab.errors import ServiceError
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.services.dns import DnsServer
+from downgrade_lab.services.mitm import MitmProxy
+from downgrade_lab.services.policyhost import PolicyHost
+from downgrade_lab.services.receiver import Receiver
+from downgrade_lab.services.tlsrpt import TlsRptCollector
 
 BUILD = {
     "receiver": lambda pki: Receiver(pki, ["mx1.example.test"], {"example.test"}),

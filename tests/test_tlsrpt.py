@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.core.tlsrpt import (
+from downgrade_lab.core.tlsrpt import (
     MEDIA_GZIP,
     MEDIA_JSON,
     MultipleTlsRptRecords,
@@ -28,8 +28,8 @@ from lab.core.tlsrpt import (
     parse_tlsrpt_records,
     report_filename,
 )
-from lab.core.tlsrptcheck import decode_report, tally, validate_report
-from lab.core.verdict import Judgement, ReportSeen, judge_report, with_report
+from downgrade_lab.core.tlsrptcheck import decode_report, tally, validate_report
+from downgrade_lab.core.verdict import Judgement, ReportSeen, judge_report, with_report
 from tests.purity import imported_roots, loaded_by_importing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -329,7 +329,7 @@ def test_pure_imports(module: str) -> None:
 
 
 def test_pure_imports_transitively() -> None:
-    assert loaded_by_importing("lab.core.tlsrpt", "lab.core.tlsrptcheck",
+    assert loaded_by_importing("downgrade_lab.core.tlsrpt", "downgrade_lab.core.tlsrptcheck",
                                among=frozenset({"asyncio", "socket", "ssl"})) == set()
 
 
@@ -342,7 +342,7 @@ def test_pure_imports_transitively() -> None:
     ("fail wins", ["PASS", "FAIL"], "report FAIL"),
 )
 def test_cell_report(checks: list[str | None], suffix: str) -> None:
-    from lab.frontends.report.terminal import cell_report
+    from downgrade_lab.frontends.report.terminal import cell_report
 
     steps = [{"report_check": {"verdict": c, "reason": ""}} if c else {} for c in checks]
     assert cell_report({"steps": steps}) == suffix
@@ -360,8 +360,8 @@ def test_cell_report(checks: list[str | None], suffix: str) -> None:
     ("twice", ["validation-failure", "validation-failure"], "names a result type twice"),
 )
 def test_scenario_report_key(value: object, expected: object) -> None:
-    from lab.core.scenario import parse_scenario
-    from lab.errors import ScenarioError
+    from downgrade_lab.core.scenario import parse_scenario
+    from downgrade_lab.errors import ScenarioError
 
     data = {"title": "t", "step": [{"expect": "delivered", "report": value}]}
     if isinstance(expected, str):

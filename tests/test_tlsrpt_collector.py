@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lab.core import dkim
-from lab.core.tlsrpt import MEDIA_GZIP, MEDIA_JSON, Session, build_report
-from lab.core.tlsrptmail import compose_mail, looks_like_report, read_mail
-from lab.harness.pki import PKI
-from lab.services.receiver import StoredMessage
-from lab.services.tlsrpt import REPORT_PATH, TlsRptCollector, read_mailbox, status_for
+from downgrade_lab.core import dkim
+from downgrade_lab.core.tlsrpt import MEDIA_GZIP, MEDIA_JSON, Session, build_report
+from downgrade_lab.core.tlsrptmail import compose_mail, looks_like_report, read_mail
+from downgrade_lab.harness.pki import PKI
+from downgrade_lab.services.receiver import StoredMessage
+from downgrade_lab.services.tlsrpt import REPORT_PATH, TlsRptCollector, read_mailbox, status_for
 
 HOST = "tlsrpt.example.test"
 REPORT = build_report([Session("example.test", "sts", "starttls-not-supported", ("version: STSv1",),

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-import lab.harness.runner
-import lab.senders.builtin.tlsreporter as tlsreporter
-from lab.core.scenario import load_scenario
-from lab.core.tlsrpt import TlsRptRecord, parse_tlsrpt_record
-from lab.harness.runner import run_all
-from lab.senders.builtin.reference import ReferenceSender
+import downgrade_lab.harness.runner
+import downgrade_lab.senders.builtin.tlsreporter as tlsreporter
+from downgrade_lab.core.scenario import load_scenario
+from downgrade_lab.core.tlsrpt import TlsRptRecord, parse_tlsrpt_record
+from downgrade_lab.harness.runner import run_all
+from downgrade_lab.senders.builtin.reference import ReferenceSender
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -59,7 +59,7 @@ async def test_enforce_report_does_not_count_as_a_leak() -> None:
     # ... and the story draws that delivery: the stripped EHLO reply and the report's MAIL FROM
     said = [e["said"] for e in step["report_transcript"]]
     assert any("STARTTLS" in s for s in said) and any(s.startswith("MAIL FROM") for s in said)
-    from lab.frontends.report.html import to_html
+    from downgrade_lab.frontends.report.html import to_html
 
     page = to_html({"results": [r], "summary": {}, "duration_s": 0})
     assert "The TLS report's own delivery, through the attacker" in page
@@ -80,7 +80,7 @@ class _Silent(ReferenceSender):
 
 
 async def test_a_sender_that_does_not_report_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lab.harness.runner, "make_sender", lambda name: _Silent())
+    monkeypatch.setattr(downgrade_lab.harness.runner, "make_sender", lambda name: _Silent())
     r = await run("strip/starttls-testing")
     assert r["verdict"] == "FAIL"
     assert r["reason"] == ("step 2: TLS-RPT: no TLS report arrived (expected result types: "

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from lab.harness.topology import ISOLATED, LOOPBACK, get
-from lab.senders.env import LabEnv
-from lab.senders.real import exim, postfix, postfixlog
-from lab.senders.real.base import LogTail, sender_environ
-from lab.senders.real.command import expand
+from downgrade_lab.harness.topology import ISOLATED, LOOPBACK, get
+from downgrade_lab.senders.env import LabEnv
+from downgrade_lab.senders.real import exim, postfix, postfixlog
+from downgrade_lab.senders.real.base import LogTail, sender_environ
+from downgrade_lab.senders.real.command import expand
 
 # -- topology ------------------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from lab.frontends import up
-from lab.frontends.cli import main
+from downgrade_lab.frontends import up
+from downgrade_lab.frontends.cli import main
 from tests.isolation import leftovers, need_isolation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ def _up(*args: str, tmp: Path | None = None, stdin: str | None = None,
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     if tmp is not None:
         full_env["TMPDIR"] = str(tmp)
-    return subprocess.run([sys.executable, "-m", "lab", "up", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "downgrade_lab", "up", *args], cwd=ROOT, env=full_env,
                           input=stdin if stdin is not None else "", capture_output=True,
                           text=True, timeout=timeout, check=False)
 
@@ -137,7 +137,7 @@ def test_without_a_command_runs_a_shell_with_the_lab_environment(tmp_path: Path)
 
 
 def test_ctrl_c_reaches_the_command_and_stops_the_lab(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "up", "--", "sleep", "30"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "up", "--", "sleep", "30"], cwd=ROOT,
                             env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     _wait_for_banner(proc)
@@ -150,7 +150,7 @@ def test_ctrl_c_reaches_the_command_and_stops_the_lab(tmp_path: Path) -> None:
 
 
 def test_sigterm_stops_a_command_that_ignores_ctrl_c(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "up", "--", "sh", "-c",
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "up", "--", "sh", "-c",
                              "trap '' INT; sleep 30"], cwd=ROOT,
                             env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -229,7 +229,7 @@ def test_isolated_lab_serves_an_unmodified_client_and_leaves_nothing(tmp_path: P
 
 def test_isolated_sigterm_stops_the_namespace_and_leaves_nothing(run_tmp: Path) -> None:
     need_isolation()
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "up", "--isolate", "--", "sleep", "30"],
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "up", "--isolate", "--", "sleep", "30"],
                             cwd=ROOT, env={**os.environ, "NO_COLOR": "1", "TMPDIR": str(run_tmp)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_banner(proc)
@@ -252,7 +252,7 @@ def _on_terminal(args: list[str], *keys: bytes, prompt: bool = False,
     import termios
 
     master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "lab", "up", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "up", *args], cwd=ROOT,
                             env={**os.environ, "NO_COLOR": "1", "SHELL": "/bin/sh"},
                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
                             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))

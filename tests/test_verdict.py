@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lab.core.verdict import (
+from downgrade_lab.core.verdict import (
     Evidence,
     Judgement,
     Stored,

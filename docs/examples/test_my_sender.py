@@ -6,7 +6,7 @@ deadline)` and `stop()` (lab/senders/base.py) will do. Needs pytest-asyncio (aut
 
 import pytest
 
-from lab.senders.builtin.reference import ReferenceSender
+from downgrade_lab.senders.builtin.reference import ReferenceSender
 
 STRIPPED_ENFORCE = """
 title = "STARTTLS stripped, enforce policy, first contact"

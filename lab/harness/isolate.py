@@ -1,7 +1,7 @@
 """`--isolate` (DESIGN §3): run the lab in new network, mount and PID namespaces.
 
 The outer process prepares a private folder (resolv.conf, hosts, TMPDIR for everything the
-run writes), then re-executes `python -m lab ARGV` under `unshare`. The inner process calls
+run writes), then re-executes `python -m downgrade_lab ARGV` under `unshare`. The inner process calls
 `enter()`: loopback up, a veth pair with one non-loopback address (glibc's
 `getaddrinfo(AI_ADDRCONFIG)` returns nothing in a namespace that has only loopback), and the
 private resolv.conf/hosts bind-mounted over /etc in its private mount namespace. Then it runs
@@ -34,6 +34,7 @@ from typing import Any
 from ..errors import LabError
 from .topology import ISOLATED_DNS
 
+PACKAGE = __package__.partition(".")[0]  # the import name: `python -m PACKAGE` re-executes the CLI
 INSIDE_VAR = "DOWNGRADE_LAB_ISOLATED"  # set only for the re-executed process: JSON, see run()
 # The non-loopback address for AI_ADDRCONFIG: TEST-NET-1 (RFC 5737), never a real host, on a
 # veth pair whose both ends stay inside the namespace; nothing is ever sent to it.
@@ -106,7 +107,7 @@ def _rootless_missing() -> str:
 
 
 def run(argv: Sequence[str], *, foreground: bool = False) -> int:
-    """Re-execute `python -m lab ARGV` inside new namespaces; return its exit status.
+    """Re-execute `python -m downgrade_lab ARGV` inside new namespaces; return its exit status.
 
     `foreground` (`downgrade-lab up`): the inner run stays in the terminal's process group, so
     the shell or command it runs can read the terminal and gets Ctrl-C from it directly; this
@@ -126,7 +127,7 @@ def run(argv: Sequence[str], *, foreground: bool = False) -> int:
         env = dict(os.environ)
         env[INSIDE_VAR] = json.dumps({"folder": str(folder), "outer": _namespaces()})
         env["TMPDIR"] = str(tmp)
-        cmd = [*prefix, sys.executable, "-m", "lab", *argv]
+        cmd = [*prefix, sys.executable, "-m", PACKAGE, *argv]
         if foreground:
             return _wait_foreground(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
         return _wait(subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=_die_with_parent))
