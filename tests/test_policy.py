@@ -364,7 +364,9 @@ def test_errors_quote_the_value() -> None:
     ("M-01 wildcard empty label", "*.example.test", ".example.test", False),
     ("M-01 wildcard evil suffix", "*.example.test", "mail.example.test.evil", False),
     ("M-01 wildcard glued", "*.example.test", "mailexample.test", False),
-    ("M-01 wildcard literal host", "*.example.test", "*.example.test", True),
+    # RFC 6125 §6.4.3 (M-01): "*" is the pattern's wildcard; an MX host spelt "*.x" is no host name
+    ("M-01 wildcard literal host", "*.example.test", "*.example.test", False),
+    ("M-01 star label in host", "mail.example.test", "*.example.test", False),
     ("M-01 no partial label", "x*.example.test", "xmail.example.test", False),
     ("M-01 star glued", "*mail.example.test", "xmail.example.test", False),
     ("M-01 bare star", "*", "mail", False),

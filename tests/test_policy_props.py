@@ -61,7 +61,10 @@ def _lower(s: str) -> str:
 
 def model(pattern: str, host: str) -> bool:
     """RFC 8461 §4.1 read literally: compare label lists; a first label "*" stands for exactly one
-    non-empty label."""
+    non-empty label. A host with a "*" in it is no host name and matches nothing (RFC 6125
+    §6.4.3: the wildcard is the presented identifier's, never the reference identifier's)."""
+    if "*" in host:
+        return False
     p = _lower(pattern[:-1] if pattern.endswith(".") else pattern).split(".")
     h = _lower(host[:-1] if host.endswith(".") else host).split(".")
     if len(p) >= 2 and p[0] == "*":

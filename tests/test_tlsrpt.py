@@ -64,14 +64,32 @@ def cases(names: str, *rows: tuple[object, ...]) -> pytest.MarkDecorator:
     ("R-01 lower-case version", [f"v=tlsrptv1; rua={MAIL}"], NoTlsRptRecord),
     ("R-01 version 10", [f"v=TLSRPTv10; rua={MAIL}"], NoTlsRptRecord),
     ("R-01 two records", [f"v=TLSRPTv1; rua={MAIL}", f"v=TLSRPTv1; rua={HTTPS}"], MultipleTlsRptRecords),
-    ("R-01 two records one broken", [f"v=TLSRPTv1; rua={MAIL}", "v=TLSRPTv1"], MultipleTlsRptRecords),
+    # RFC 8460 §3: records not beginning with "v=TLSRPTv1;" are discarded before counting
+    ("R-01 bare version discarded", [f"v=TLSRPTv1; rua={MAIL}", "v=TLSRPTv1"], TlsRptRecord((MAIL,))),
+    ("R-01 version prefix discarded", ["v=TLSRPTv1extra; junk", f"v=TLSRPTv1; rua={MAIL}"], TlsRptRecord((MAIL,))),
+    ("R-01 two records one broken", [f"v=TLSRPTv1; rua={MAIL}", "v=TLSRPTv1; junk"], MultipleTlsRptRecords),
+    ("R-01 wsp before the first ;", [f"v=TLSRPTv1 ; rua={MAIL}"], TlsRptRecord((MAIL,))),
     ("R-01 no rua", ["v=TLSRPTv1; ruf=mailto:a@example.test"], TlsRptSyntax),
-    ("R-01 version alone", ["v=TLSRPTv1"], TlsRptSyntax),
+    ("R-01 version alone", ["v=TLSRPTv1"], NoTlsRptRecord),
+    ("R-01 version and ; alone", ["v=TLSRPTv1;"], TlsRptSyntax),
     ("R-01 RUA is not rua", [f"v=TLSRPTv1; RUA={MAIL}"], TlsRptSyntax),
     ("R-01 only other schemes", ["v=TLSRPTv1; rua=ftp://x.test/r"], TlsRptSyntax),
     ("R-01 not a uri", ["v=TLSRPTv1; rua=tlsrpt@example.test"], TlsRptSyntax),
     ("R-01 empty uri", [f"v=TLSRPTv1; rua={MAIL},"], TlsRptSyntax),
     ("R-01 field without =", [f"v=TLSRPTv1; rua={MAIL}; junk"], TlsRptSyntax),
+    # RFC 8460 §3: tlsrpt-uri is an RFC 3986 URI; "!" (and ",") must be encoded
+    ("R-01 pct-encoded uri", ["v=TLSRPTv1; rua=https://tlsrpt.example.test/r%2Fx?a=%41"], TlsRptRecord(("https://tlsrpt.example.test/r%2Fx?a=%41",))),
+    ("R-01 bare % in uri", ["v=TLSRPTv1; rua=https://bad/%"], TlsRptSyntax),
+    ("R-01 half a %-escape", ["v=TLSRPTv1; rua=https://tlsrpt.example.test/r%4"], TlsRptSyntax),
+    ("R-01 %-escape not hex", ["v=TLSRPTv1; rua=https://tlsrpt.example.test/r%zz"], TlsRptSyntax),
+    ("R-01 encoded !", ["v=TLSRPTv1; rua=mailto:tls%21rpt@example.test"], TlsRptRecord(("mailto:tls%21rpt@example.test",))),
+    ("R-01 raw !", ["v=TLSRPTv1; rua=mailto:tls!rpt@example.test"], TlsRptSyntax),
+    ("R-01 encoded comma", ["v=TLSRPTv1; rua=https://tlsrpt.example.test/a%2Cb"], TlsRptRecord(("https://tlsrpt.example.test/a%2Cb",))),
+    ("R-01 raw comma splits", ["v=TLSRPTv1; rua=https://tlsrpt.example.test/a,b"], TlsRptSyntax),
+    ("R-01 space in uri", ["v=TLSRPTv1; rua=mailto:tls rpt@example.test"], TlsRptSyntax),
+    ("R-01 non-ascii uri", ["v=TLSRPTv1; rua=mailto:tlsrpt@exämple.test"], TlsRptSyntax),
+    ("R-01 ipv6 literal", ["v=TLSRPTv1; rua=https://[2001:db8::1]/report"], TlsRptRecord(("https://[2001:db8::1]/report",))),
+    ("R-01 broken ipv6 literal", ["v=TLSRPTv1; rua=https://[2001:db8::1/report"], TlsRptSyntax),
 )
 def test_parse_records(records: list[Any], expected: object) -> None:
     if isinstance(expected, type):
@@ -143,6 +161,17 @@ def changed(path: str, value: object) -> dict[str, Any]:
     ("R-04 mx-host a string (erratum 6241)", changed("policies.0.policy.mx-host", "*.x.example"), None),
     ("R-04 no failure-details", changed("policies.0", {"policy": {"policy-type": "no-policy-found", "policy-domain": "x.example"}, "summary": {"total-successful-session-count": 1, "total-failure-session-count": 0}}), None),
     ("R-04 offset date-time", changed("date-range.end-datetime", "2016-04-02T01:59:59+02:00"), None),
+    # RFC 3339 §5.6/§5.7: time-second may be 60 at a leap second, 23:59:60 UTC at a month's end
+    ("R-04 leap second", changed("date-range", {"start-datetime": "2016-12-31T00:00:00Z", "end-datetime": "2016-12-31T23:59:60Z"}), None),
+    ("R-04 leap second in a zone", changed("date-range", {"start-datetime": "2016-12-31T00:00:00Z", "end-datetime": "2016-12-31T18:59:60-05:00"}), None),
+    ("R-04 second 60 mid-month", changed("date-range.start-datetime", "2016-04-01T12:00:60Z"), "date-range.start-datetime: '2016-04-01T12:00:60Z' is not a real date and time (second 60 is only 23:59:60 UTC at the end of a month, RFC 3339 §5.7)"),
+    ("R-04 second 61", changed("date-range.start-datetime", "2016-12-31T23:59:61Z"), "date-range.start-datetime: '2016-12-31T23:59:61Z' is not a real date and time"),
+    ("R-04 leap second orders after :59", changed("date-range", {"start-datetime": "2016-12-31T23:59:60Z", "end-datetime": "2016-12-31T23:59:59.9Z"}), "date-range: start-datetime 2016-12-31T23:59:60Z is after end-datetime 2016-12-31T23:59:59.9Z"),
+    ("R-04 lower-case t and z", changed("date-range.start-datetime", "2016-04-01t00:00:00z"), None),
+    ("R-04 unknown local offset -00:00", changed("date-range.start-datetime", "2016-04-01T00:00:00-00:00"), None),
+    ("R-04 no offset", changed("date-range.start-datetime", "2016-04-01T00:00:00"), "date-range.start-datetime: '2016-04-01T00:00:00' has no UTC offset: RFC 3339 §5.6 requires a time-offset ('Z' for UTC)"),
+    ("R-04 offset minute 60", changed("date-range.start-datetime", "2016-04-01T00:00:00+01:60"), "date-range.start-datetime: '2016-04-01T00:00:00+01:60' is not a real date and time"),
+    ("R-04 space for T", changed("date-range.start-datetime", "2016-04-01 00:00:00Z"), "date-range.start-datetime: '2016-04-01 00:00:00Z' is not an RFC 3339 date-time"),
     ("R-04 not an object", [GOOD], "report: must be a JSON object, got array"),
     ("R-04 no organization-name", changed("organization-name", ...), "organization-name: missing (required)"),
     ("R-04 empty organization-name", changed("organization-name", " "), "organization-name: is empty"),
@@ -323,7 +352,7 @@ def test_report_failure_reason_says_tls_rpt() -> None:
 
 
 # ---- purity (STYLE habit 1) --------------------------------------------------------------------
-@pytest.mark.parametrize("module", ["lab/core/tlsrpt.py", "lab/core/tlsrptcheck.py", "lab/core/verdict.py"])
+@pytest.mark.parametrize("module", ["lab/core/tlsrpt.py", "lab/core/tlsrptcheck.py", "lab/core/uri.py", "lab/core/verdict.py"])
 def test_pure_imports(module: str) -> None:
     assert not imported_roots(module) & {"asyncio", "socket", "ssl", "email"}
 

@@ -73,6 +73,86 @@ NOT_OBSERVABLE: dict[str, str] = {
     "X-01": "needs DNSSEC-signed TLSA records; the lab DNS does not sign zones",
 }
 
+# Where RFC 8461 / RFC 8460 leave room: (the point, what the RFC says, what the lab accepts, how
+# the catalogue grades it). Invariant: a graded step resting on one of these tolerates both
+# readings or grades only what every reading does, except the points marked "(open)"; every
+# scenario named here exists, and every scenario tagged `room` is named (tests/test_coverage.py).
+ROOM: tuple[tuple[str, str, str, str], ...] = (
+    ("A trailing dot in an mx pattern (`mx1.example.test.`)",
+     'RFC 8461 §3.2 sts-policy-mx-value = ["*."] Domain; an RFC 5321 Domain has no trailing dot, '
+     "and §3.3 has a sender with an invalid policy deliver as if there were none",
+     "the absolute form of the name (one trailing dot, ignored when matching)",
+     "`mx/trailing-dot`: the honest step expects delivered-tls (both readings); the stripped "
+     "step expects not-delivered and tolerates delivered-plaintext (WEAK); no report check"),
+    ("WSP before the first `;` (`v=STSv1 ; id=...`, `v=TLSRPTv1 ; rua=...`)",
+     'the prose of RFC 8461 §3.1 and RFC 8460 §3 discards records that do not begin with '
+     '"v=STSv1;" / "v=TLSRPTv1;"; the ABNF field-delim (*WSP ";" *WSP) allows the space',
+     "the ABNF: the record is valid",
+     "`dns/txt-space-before-first-sep` expects not-delivered and tolerates delivered-plaintext; "
+     "`dns/txt-whitespace` puts WSP only where both readings agree; no TLS-RPT scenario uses it"),
+    ("max_age above 31557600",
+     'RFC 8461 §3.2 gives "a maximum value of 31557600", not what a sender does above it',
+     "clamped to 31557600 (reject and default are also seen: chasquid, checkdmarc, mailauth)",
+     "`parse/max-age-above-limit` runs an honest path only, where every reading delivers over "
+     "TLS (P-06)"),
+    ("The media type check",
+     'RFC 8461 §3.2: "senders SHOULD validate that the media type is "text/plain""',
+     "text/plain only, parameters and case ignored",
+     "`fetch/content-type-html` expects delivered and tolerates not-delivered (a sender that "
+     "skips the SHOULD enforces the served policy)"),
+    ("A size cap on the policy body",
+     "RFC 8461 §3.3: a sender MAY cap the size (64 KiB suggested)",
+     "64 KiB; a larger body is a failed fetch",
+     "`fetch/oversized` expects delivered and tolerates not-delivered"),
+    ("A repeated rua field",
+     "RFC 8460 §3 says nothing of a repeated field (RFC 8461 §3.2's first-wins rule is MTA-STS's)",
+     "every URI of every rua field, as mox does (checkdmarc keeps the first field)",
+     "no scenario grades it"),
+    ("A `*` in the MX host itself (`*.example.test` as a host name)",
+     "RFC 8461 §4.1 and RFC 6125 §6.4.3 give the wildcard to the pattern only",
+     "never matches (fail closed, as mailauth does)",
+     "no scenario grades it"),
+    ("A syntactically invalid TLS-RPT record",
+     "RFC 8460 §3 does not say what a sender does with one (RFC 8461 §3.1 does for MTA-STS)",
+     "no reporting",
+     "`report = false` only where every reading agrees: no rua at all (`tlsrpt/no-rua`) or no "
+     "record left after the discard (`tlsrpt/missing-version`, `tlsrpt/version-lowercase`)"),
+    ("The result type of an MX the policy does not list",
+     "RFC 8460 §4.3.1: certificate-host-mismatch (a certificate not adhering to the policy) and "
+     "validation-failure (any other reason) overlap here",
+     "the reference sender reports validation-failure",
+     "`mx/not-listed`, `mx/prefix-trick`, `mx/suffix-trick`, `mx/wildcard-*`, `spoof/mx-*` still "
+     "require validation-failure exactly; a sender choosing certificate-host-mismatch fails the "
+     "report check (open)"),
+    ("The first fetch of a cold sender",
+     "A-07 (RFC 8461 §5.1): the first fetch may be asynchronous",
+     "the reference sender fetches before it delivers",
+     "the strip/, intercept/ and spoof/ cold scenarios tolerate delivered-plaintext on the first "
+     "step; the dns/, parse/, fetch/ and mx/ scenarios grade the first message as if the policy "
+     "were fetched first (open)"),
+)
+
+# Points a sender might take for room, where an RFC sentence decides (the scenarios quote it).
+DECIDED: tuple[tuple[str, str], ...] = (
+    ("A repeated MTA-STS field (`id`, `mode`)",
+     'RFC 8461 §3.2: "all entries except for the first SHALL be ignored" (`dns/txt-repeated-id`, '
+     "`parse/repeated-mode-*`)"),
+    ("A wildcard over several labels or none",
+     'RFC 8461 §4.1: "*" "may only be used to match the entire left-most label" (`mx/wildcard-*`)'),
+    ("Upper case in an mx pattern",
+     "RFC 8461 §4.1 matches as RFC 6125 does, case-insensitively (`mx/case-insensitive`)"),
+    ("A U-label in an mx pattern",
+     'RFC 8461 §3.2: the mx value "MUST specify the Punycode-encoded A-label" (tests only)'),
+    ("An 11-digit max_age",
+     "RFC 8461 §3.2 sts-policy-max-age-value = 1*10(DIGIT) (`parse/max-age-11-digits`)"),
+    ("A bad percent-escape or raw `!` in a rua URI",
+     'RFC 8460 §3: tlsrpt-uri is an RFC 3986 URI and "exclamation points (ASCII 0x21) MUST be '
+     'encoded" (tests only)'),
+    ("A report date-time without a UTC offset (as Microsoft has sent)",
+     "RFC 3339 §5.6: full-time = partial-time time-offset; the report is invalid. A leap second "
+     "(`23:59:60Z` at a month's end, §5.7) is valid"),
+)
+
 
 class _HasRfc(Protocol):
     @property
@@ -113,6 +193,17 @@ def render_markdown(scenarios: Sequence[_HasRfc]) -> str:
     for rid in missing:
         why = NOT_OBSERVABLE.get(rid, "no scenario yet")
         lines.append(f"- **{rid}** ({REQUIREMENTS[rid]}): {why}.")
+    lines += ["", "## Where the RFC leaves room", "",
+              "Where the RFCs let two careful readers differ, a graded step tolerates both "
+              "readings (WEAK, with the reason in `because`) or grades only what every reading "
+              "does, so a sender that follows the ABNF strictly is never failed for it. The two "
+              "points marked (open) still grade one reading; neither is about the ABNF.", "",
+              "| point | what the RFC says | the lab accepts | how the catalogue grades it |",
+              "|---|---|---|---|"]
+    lines += [f"| {point} | {rfc} | {lab} | {grading} |" for point, rfc, lab, grading in ROOM]
+    lines += ["", "Not room, though it can look so: the RFC decides, and the scenario's `because` "
+              "quotes it.", ""]
+    lines += [f"- {point}: {rfc}." for point, rfc in DECIDED]
     unknown = sorted(set(table) - set(REQUIREMENTS))
     if unknown:
         lines += ["", "## Unknown ids used by scenarios", ""]

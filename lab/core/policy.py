@@ -301,7 +301,14 @@ def mx_matches(pattern: str, host: str) -> bool:
     Case-insensitive (ASCII), one trailing dot ignored on either side. A leading "*." matches
     exactly one whole left-most label: "*.example.test" matches "mail.example.test" but neither
     "example.test" nor "a.b.example.test". A "*" anywhere else is an ordinary character, so
-    "x*.example.test" matches only itself (and is never produced by `parse_policy`)."""
+    "x*.example.test" matches only itself (and is never produced by `parse_policy`).
+
+    An MX host with a "*" in it matches nothing: the wildcard belongs to the presented
+    identifier, the pattern (RFC 8461 §4.1, RFC 6125 §6.4.3); the host is the reference
+    identifier, a host name, and "*" is not an LDH label. The RFC does not spell this case out;
+    failing closed is the safe reading (mailauth's validate-mx tests agree)."""
+    if "*" in host:
+        return False
     pattern = _ascii_lower(pattern.removesuffix("."))
     host = _ascii_lower(host.removesuffix("."))
     if pattern.startswith("*."):

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import LabError
+from .uri import is_uri
 
 # RFC 8460 §4.3 result types (R-04). Invariant: the registry's complete list at RFC 8460; a type
 # outside it is a violation, never silently accepted.
@@ -52,7 +53,6 @@ _SEP = re.compile(r"[ \t]*;[ \t]*")  # field-delim = *WSP ";" *WSP
 _URI_SEP = re.compile(r"[ \t]*,[ \t]*")  # tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri)
 _EXT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}")  # tlsrpt-ext-name
 _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")  # tlsrpt-ext-value
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:[\x21-\x7e]+")  # RFC 3986 scheme ":" something
 _MAILBOX = re.compile(r"[^@\s]+@[A-Za-z0-9.\-]+")
 
 
@@ -82,10 +82,11 @@ def _joined(record: str | Sequence[str]) -> str:
 
 
 def is_tlsrpt(record: str) -> bool:
-    """RFC 8460 §3: records that do not begin with `v=TLSRPTv1` (then a field delimiter or the
-    end) are discarded first; case-sensitive, so `v=tlsrptv1` and `v=TLSRPTv10` are others."""
-    return record.startswith(_VERSION) and (
-        len(record) == len(_VERSION) or _SEP.match(record, len(_VERSION)) is not None)
+    """RFC 8460 §3 (R-01): "records that do not begin with "v=TLSRPTv1;" are discarded", before
+    they are counted. So a bare `v=TLSRPTv1`, `v=TLSRPTv1extra; junk`, `v=TLSRPTv10; ...` and
+    (case-sensitive, %s) `v=tlsrptv1; ...` are other records. As in MTA-STS discovery (D-01), the
+    ";" may follow *WSP, which the ABNF's field-delim allows (`v=TLSRPTv1 ; rua=...`)."""
+    return record.startswith(_VERSION) and _SEP.match(record, len(_VERSION)) is not None
 
 
 def parse_tlsrpt_records(records: Sequence[str | Sequence[str]]) -> TlsRptRecord:
@@ -97,7 +98,7 @@ def parse_tlsrpt_records(records: Sequence[str | Sequence[str]]) -> TlsRptRecord
     ours = [r for r in map(_joined, records) if is_tlsrpt(r)]
     if not ours:
         raise NoTlsRptRecord("no TXT record begins with 'v=TLSRPTv1'")
-    if len(ours) > 1:  # counted before syntax: one broken duplicate still makes two
+    if len(ours) > 1:  # RFC 8460 §3 (R-01): counted after the discard, before the syntax check
         raise MultipleTlsRptRecords(f"{len(ours)} v=TLSRPTv1 records: {ours!r}")
     return parse_tlsrpt_record(ours[0])
 
@@ -117,8 +118,7 @@ def parse_tlsrpt_record(record: str | Sequence[str]) -> TlsRptRecord:
         name, eq, value = field.partition("=")
         if name == "rua" and eq:
             for uri in _URI_SEP.split(value):
-                if not _URI.fullmatch(uri):
-                    raise TlsRptSyntax(f"rua: {uri!r} is not a URI")
+                _check_uri(uri)
                 scheme = uri.partition(":")[0].lower()
                 usable = (scheme == "mailto" and _MAILBOX.fullmatch(unquote(
                     uri[7:].partition("?")[0])) is not None) or \
@@ -133,6 +133,18 @@ def parse_tlsrpt_record(record: str | Sequence[str]) -> TlsRptRecord:
     if not rua:
         raise TlsRptSyntax(f"no mailto: or https: URI in rua: {ignored!r}")
     return TlsRptRecord(tuple(rua), tuple(ignored), tuple(extensions))
+
+
+def _check_uri(uri: str) -> None:
+    # RFC 8460 §3 (R-01): tlsrpt-uri = URI "imported from [RFC3986]; commas (ASCII 0x2C) and
+    # exclamation points (ASCII 0x21) MUST be encoded". A raw comma already split the list and a
+    # raw ";" ended the field, so what is left to refuse here is "!" and whatever is not a URI
+    # (`https://bad/%`: a "%" must start a pct-encoded octet).
+    if "!" in uri:
+        raise TlsRptSyntax(f"rua: {uri!r} has a raw '!', which RFC 8460 §3 says must be encoded "
+                           "as %21")
+    if not is_uri(uri):
+        raise TlsRptSyntax(f"rua: {uri!r} is not an RFC 3986 URI")
 
 
 def mailboxes(records: Iterable[str | Sequence[str]]) -> frozenset[str]:
