@@ -2,7 +2,8 @@
 
 Works on the JSON dicts `run --json` writes; a record of another major `schema_version` is
 refused. `load` reads and checks one file, `join` is the pure part: the cells of every record,
-each (scenario, sender) once, in scenario-id order, with the summary recounted.
+each (scenario, sender) once, in the order a run of the whole catalogue lists them, with the
+summary recounted.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def join(records: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
                                  f"{name} (shards of one run never overlap)")
             where[cell] = name
             results.append(result)
-    results.sort(key=lambda r: str(r["scenario"]))  # stable: senders keep their order
+    # a run lists a folder's scenarios by file name (`mx/x-testing.toml` before `mx/x.toml`):
+    # the same order here; stable, so senders keep theirs
+    results.sort(key=lambda r: str(r["scenario"]) + ".toml")
     merged: dict[str, Any] = {k: v for k, v in records[0][1].items() if k not in
                               ("results", "summary", "duration_s")} if records else {}
     merged.update(results=results, summary=summary(str(r["verdict"]) for r in results),
