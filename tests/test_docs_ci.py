@@ -93,6 +93,7 @@ def _lab(argv: list[str]) -> tuple[int, str, str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(600)  # the whole catalogue once, over four shards: ~20 s on an idle machine
 def test_the_sharded_workflow_runs_every_shard_and_joins_them(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Each shard job's command with its matrix value, in its own folder, as the runners do; the
