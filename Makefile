@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 4
 
-.PHONY: setup matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake
+.PHONY: setup matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake \
+        conformance dist
 
 setup: $(STAMP)
 
@@ -29,8 +30,9 @@ matrix: setup
 	  echo "run record: out/matrix.json  (JUnit: out/matrix.xml)"
 
 # Real MTAs under test (issue 4, docs/senders.md): Debian's postfix left unconfigured, Exim
-# unpacked into .real/exim, the Node packages of the mailauth driver, postfix-mta-sts-resolver
-# (the `real` extra). Idempotent and quiet; the Debian parts need root.
+# unpacked and the mailauth driver with its Node packages in the per-user data folder
+# (~/.local/share/downgrade-lab, as `downgrade-lab setup-senders` does), postfix-mta-sts-resolver
+# (the `real` extra) in .venv. Idempotent and quiet; the Debian parts need root.
 real-setup: setup
 	@scripts/install-real-senders.sh
 
@@ -82,6 +84,14 @@ flake: setup
 
 test: setup
 	$(BIN)/pytest -n 2 -q
+
+# docs/conformance.md from the catalogue (tests/test_coverage.py fails when it is stale).
+conformance: setup
+	$(BIN)/downgrade-lab coverage scenarios -o docs/conformance.md
+
+# The wheel and the sdist, as a user installs them (tests/test_new_user.py builds them too).
+dist: setup
+	$(BIN)/python -m build -o dist .
 
 lint: setup
 	$(BIN)/ruff check lab tests bench scripts

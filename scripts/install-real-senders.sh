@@ -1,20 +1,42 @@
 #!/usr/bin/env bash
 # Installs the real MTAs the lab tests (issue 4, docs/senders.md) without configuring the
 # machine's own mail system. Idempotent and quiet: a second run changes nothing and prints
-# nothing but errors. Needs root for apt; as a normal user it installs only the project-local
-# parts (npm packages, the pip extra) and says what it skipped.
+# nothing but errors. Needs root for apt; as a normal user it installs only the per-user parts
+# (npm packages, the Python package) and says what it skipped.
 #   postfix                  Debian package, preseeded "No configuration": starts nothing
-#   exim4 (unpacked)         apt-get download + dpkg -x into .real/exim: Debian's exim4
+#   exim4 (unpacked)         apt-get download + dpkg -x into $DATA/exim: Debian's exim4
 #                            conflicts with postfix as a mail-transport-agent
-#   mx-connect, mailauth,    npm, into lab/senders/real/node/node_modules
-#   nodemailer
-#   postfix-mta-sts-resolver the project's pip extra `real`, into .venv
+#   mx-connect, mailauth,    npm, into $DATA/node/node_modules, next to the mailauth driver
+#   nodemailer               (copied there from the package: Node resolves from the script)
+#   postfix-mta-sts-resolver pip: into the project's .venv (checkout), or the environment of
+#                            $DOWNGRADE_LAB_PYTHON (`downgrade-lab setup-senders`)
+# $DATA, the per-user data folder, never site-packages: $DOWNGRADE_LAB_DATA, else
+# $XDG_DATA_HOME/downgrade-lab, else ~/.local/share/downgrade-lab (lab/senders/real/datadir.py
+# computes the same; `downgrade-lab setup-senders` passes it).
+# Run from a checkout (`make real-setup`, `.ci/run`) or by `downgrade-lab setup-senders`, which
+# ships this script inside the package.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-VENV=${VENV:-.venv}
-EXIM_DIR=$ROOT/.real/exim
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [ -z "${DOWNGRADE_LAB_PYTHON:-}" ] && [ -f "$HERE/../pyproject.toml" ] && [ -d "$HERE/../lab" ]; then
+  CHECKOUT=$(cd "$HERE/.." && pwd)  # scripts/ of a checkout
+  NODE_SRC=$CHECKOUT/lab/senders/real/node
+else
+  CHECKOUT=
+  NODE_SRC=${DOWNGRADE_LAB_NODE_SOURCE:-$HERE/node}
+fi
+if [ -n "${DOWNGRADE_LAB_DATA:-}" ]; then
+  DATA=$DOWNGRADE_LAB_DATA
+elif [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] && [ "$(id -u)" = 0 ]; then
+  DATA=$(getent passwd "$SUDO_USER" | cut -d: -f6)/.local/share/downgrade-lab
+elif [ -n "${XDG_DATA_HOME:-}" ] && [ "${XDG_DATA_HOME#/}" != "$XDG_DATA_HOME" ]; then
+  DATA=$XDG_DATA_HOME/downgrade-lab
+else
+  DATA=$HOME/.local/share/downgrade-lab
+fi
+EXIM_DIR=$DATA/exim
+NODE_DIR=$DATA/node
 export DEBIAN_FRONTEND=noninteractive
+mkdir -p "$DATA"
 
 say() { echo "install-real-senders: $*" >&2; }
 
@@ -77,22 +99,35 @@ else
   say "not root: skipping postfix, exim and uidmap (Debian packages); run as root to install them"
 fi
 
-# Node: the mailauth driver's own dependencies, project-local.
+# Node: the mailauth driver and its own dependencies, in the data folder.
 if command -v npm >/dev/null; then
-  node_dir=lab/senders/real/node
-  if [ ! -d "$node_dir/node_modules/mx-connect" ] || [ ! -d "$node_dir/node_modules/nodemailer" ] \
-     || [ "$node_dir/package.json" -nt "$node_dir/node_modules" ]; then
-    quiet npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error --omit=dev
-    touch "$node_dir/node_modules"
+  mkdir -p "$NODE_DIR"
+  for f in package.json package-lock.json mailauth-send.mjs; do
+    cmp -s "$NODE_SRC/$f" "$NODE_DIR/$f" || cp "$NODE_SRC/$f" "$NODE_DIR/$f"
+  done
+  if [ ! -d "$NODE_DIR/node_modules/mx-connect" ] || [ ! -d "$NODE_DIR/node_modules/nodemailer" ] \
+     || [ "$NODE_DIR/package.json" -nt "$NODE_DIR/node_modules" ]; then
+    quiet npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error --omit=dev
+    touch "$NODE_DIR/node_modules"
   fi
 else
   say "npm not found: the mailauth sender stays unavailable"
 fi
 
-# Python: the project's venv with the `real` extra (postfix-mta-sts-resolver).
-if [ ! -x "$VENV/bin/python" ]; then
-  quiet make -s setup
-fi
-if ! "$VENV/bin/python" -c 'import postfix_mta_sts_resolver' 2>/dev/null; then
-  quiet "$VENV/bin/pip" install -q -e '.[test,real]'
+# Python: postfix-mta-sts-resolver (the project's `real` extra).
+if [ -n "$CHECKOUT" ]; then
+  cd "$CHECKOUT"
+  VENV=${VENV:-.venv}
+  if [ ! -x "$VENV/bin/python" ]; then
+    quiet make -s setup
+  fi
+  if ! "$VENV/bin/python" -c 'import postfix_mta_sts_resolver' 2>/dev/null; then
+    quiet "$VENV/bin/pip" install -q -e '.[test,real]'
+  fi
+else
+  PY=${DOWNGRADE_LAB_PYTHON:-python3}
+  if ! "$PY" -c 'import postfix_mta_sts_resolver' 2>/dev/null; then
+    quiet "$PY" -m pip install -q 'postfix-mta-sts-resolver>=1.5.1' \
+      || say "the postfix-mta-sts senders need: pip install 'downgrade-lab[real]'"
+  fi
 fi

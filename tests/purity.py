@@ -8,13 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import downgrade_lab
+
 ROOT = Path(__file__).resolve().parent.parent
+# The package's source: lab/ in a checkout, downgrade_lab/ in an unpacked sdist.
+PACKAGE = Path(downgrade_lab.__file__).resolve().parent
 IO_MODULES = frozenset({"asyncio", "socket", "ssl", "selectors"})
 
 
 def imported_roots(module_file: str | Path) -> set[str]:
     """Top-level package names the file imports (`import a.b`, `from a.b import c` -> a)."""
-    tree = ast.parse((ROOT / module_file).read_text())
+    parts = Path(module_file).parts
+    source = PACKAGE.joinpath(*parts[1:]) if parts[:1] == ("lab",) else ROOT / module_file
+    tree = ast.parse(source.read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     return {name.split(".")[0] for name in names}

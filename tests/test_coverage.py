@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_conformance_page_is_current() -> None:
     page = render_markdown(discover([ROOT / "scenarios"]))
     current = (ROOT / "docs" / "conformance.md").read_text()
-    assert current == page, "docs/conformance.md is stale: run `downgrade-lab coverage`"
+    assert current == page, "docs/conformance.md is stale: run `make conformance`"
 
 
 def test_every_scenario_cites_known_ids() -> None:

@@ -1,12 +1,15 @@
 """Hand-written checks of a sender against a running lab (docs/ci.md).
 
 The reference sender stands in for yours: any object with `start(env)`, `send(message,
-deadline)` and `stop()` (lab/senders/base.py) will do. Needs pytest-asyncio (auto mode here).
+deadline)` and `stop()` (downgrade_lab/senders/base.py) will do. Needs pytest-asyncio
+(`pip install 'downgrade-lab[pytest]'`); the mark below makes it run in its default strict mode.
 """
 
 import pytest
 
 from downgrade_lab.senders.builtin.reference import ReferenceSender
+
+pytestmark = pytest.mark.asyncio  # every test here is a coroutine
 
 STRIPPED_ENFORCE = """
 title = "STARTTLS stripped, enforce policy, first contact"

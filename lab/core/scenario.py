@@ -33,7 +33,7 @@ from .model import (
     TxtRecord,
     World,
 )
-from .scenariofiles import scenario_files
+from .scenariofiles import locate, scenario_files
 from .tlsrpt import RESULT_TYPES
 
 # Allowed keys per table. Invariant: a key absent here is an error, never silently ignored.
@@ -434,20 +434,24 @@ def discover(paths: Sequence[str | Path]) -> list[Scenario]:
     A scenario's id is its path without `.toml` below the folder given, or its stem for a file
     given alone. With several paths, ids are relative to the folder holding them all, so two
     files never share an id: `scenarios/parse scenarios/tlsrpt` gives `parse/missing-version`
-    and `tlsrpt/missing-version`."""
-    found = [(Path(given), scenario_files(Path(given))) for given in paths]
-    anchors = [os.path.abspath(g if g.is_dir() else g.parent) for g, _ in found]
+    and `tlsrpt/missing-version`. The bundled catalogue's ids (`builtin`, `builtin/strip`) are
+    relative to its root, as the checkout's `scenarios/` folder gives them: `strip/...`."""
+    located = [locate(given) for given in paths]
+    found = [(where, anchor, scenario_files(where)) for where, anchor in located]
+    anchors = [os.path.abspath(g if g.is_dir() else g.parent) for g, fixed, _ in found
+               if fixed is None]
     base = os.path.commonpath(anchors) if anchors else ""
     scenarios: list[Scenario] = []
     ids: dict[str, str] = {}  # id -> the file that has it
     seen: set[str] = set()
-    for _, files in found:
+    for _, fixed, files in found:
         for f in files:
             real = os.path.realpath(f)
             if real in seen:
                 continue  # the same file named twice (a folder and a file in it)
             seen.add(real)
-            sid = Path(os.path.relpath(os.path.abspath(f), base)).with_suffix("").as_posix()
+            rel = os.path.relpath(os.path.abspath(f), base if fixed is None else fixed)
+            sid = Path(rel).with_suffix("").as_posix()
             if sid in ids:
                 raise ScenarioError(str(f), "", f"has the same id {sid!r} as {ids[sid]}")
             ids[sid] = str(f)

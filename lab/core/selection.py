@@ -1,7 +1,8 @@
-"""`-k EXPR` selection of scenarios, pytest style. Pure."""
+"""`-k EXPR` selection of scenarios, pytest style, and `--shard K/N` splits. Pure."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 
@@ -71,3 +72,30 @@ def select(scenarios: Sequence[Scenario], expr: str) -> list[Scenario]:
         return v
 
     return [s for s in scenarios if matches(s)]
+
+
+_SHARD = re.compile(r"(\d{1,6})/(\d{1,6})")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` -> (K, N), 1 <= K <= N; ValueError saying what is wrong."""
+    m = _SHARD.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not K/N (e.g. 1/4)")
+    index, count = int(m.group(1)), int(m.group(2))
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"{text!r}: K must be from 1 to N, and N at least 1")
+    return index, count
+
+
+def shard_of(scenario_id: str, count: int) -> int:
+    """Which of `count` shards (1-based) a scenario belongs to: a hash of its id, so a scenario
+    stays in its shard whatever else the selection holds (adding a scenario moves no other)."""
+    digest = hashlib.sha256(scenario_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count + 1
+
+
+def shard(scenarios: Sequence[Scenario], index: int, count: int) -> list[Scenario]:
+    """Shard `index` of `count` of the selection, in its order: the shards 1..count are
+    disjoint and together are the whole selection."""
+    return [s for s in scenarios if shard_of(s.id, count) == index]

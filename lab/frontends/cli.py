@@ -18,7 +18,9 @@ from enum import IntEnum
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from .. import __version__
 from ..core.model import Scenario
+from ..core.scenariofiles import BUILTIN
 from ..errors import LabError, ScenarioError
 from . import outputs
 
@@ -70,7 +72,7 @@ class UsageError(LabError):
     pass
 
 
-DEFAULT_SCENARIOS = "scenarios"
+DEFAULT_SCENARIOS = BUILTIN  # the bundled catalogue
 DEFAULT_JOBS = 4
 
 
@@ -80,15 +82,34 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _scenario_path(text: str) -> str:
+    """A scenario path as typed: `builtin/...` names the bundled catalogue, so it stays text."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from ..core.selection import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="downgrade-lab", description="Simulate STARTTLS downgrade attacks and "
                 "judge whether SMTP senders honour MTA-STS (RFC 8461).")
     p.add_argument("--traceback", action="store_true", help="show tracebacks of internal errors")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    # not required by argparse: `--version` alone is a command line (main checks the rest)
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    paths_help = ("scenario files or folders; `builtin` or `builtin/FOLDER` name the bundled "
+                  "catalogue (default: builtin)")
 
     run = sub.add_parser("run", help="run scenarios against senders and print the matrix")
-    run.add_argument("paths", nargs="*", metavar="PATH", help="scenario files or folders "
-                     f"(default: {DEFAULT_SCENARIOS}/)")
+    run.add_argument("paths", nargs="*", metavar="PATH", help=paths_help)
     run.add_argument("--sender", action="append", dest="senders", metavar="NAME",
                      help="sender to test (repeat; default: every built-in sender)")
     run.add_argument("--isolate", action="store_true", help="run in a private network namespace")
@@ -101,11 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
                      "(words match id, title, tags, conformance ids; and/or/not)")
     run.add_argument("-j", dest="jobs", type=int, default=None, metavar="N",
                      help=f"pairs run at once (default: {DEFAULT_JOBS})")
+    run.add_argument("--shard", type=_shard, metavar="K/N", help="run only shard K of N (a CI "
+                     "matrix): scenarios split by a hash of their id; join with `merge`")
+
+    merge = sub.add_parser("merge", help="join run records (the shards of a CI matrix) and "
+                           "print the matrix")
+    merge.add_argument("records", nargs="+", type=_path, metavar="RECORD.json")
+    merge.add_argument("--json", type=_path, metavar="FILE", help="write the joined run record")
+    merge.add_argument("--junit", type=_path, metavar="FILE", help="write JUnit XML")
+    merge.add_argument("--html", type=_path, metavar="FILE", help="write an HTML report")
 
     ls = sub.add_parser("list", help="list scenarios with titles and conformance ids")
-    ls.add_argument("paths", nargs="*", metavar="PATH")
+    ls.add_argument("paths", nargs="*", metavar="PATH", help=paths_help)
 
     sub.add_parser("senders", help="sender adapters, and whether each can run here")
+    sub.add_parser("setup-senders", help="install the real MTAs the adapters drive into the "
+                   "per-user data folder (root for the Debian packages)")
+
+    cat = sub.add_parser("scenarios", help="the bundled catalogue")
+    cat_sub = cat.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    export = cat_sub.add_parser("export", help="copy the bundled catalogue to DIR for editing")
+    export.add_argument("folder", type=_path, metavar="DIR",
+                        help="a new or empty folder; `downgrade-lab run DIR` then runs the copy")
 
     demo = sub.add_parser("demo", help="the classroom walkthrough: four acts on real lab runs")
     demo.add_argument("name", nargs="?", metavar="NAME", help="show one act only: 1 honest, "
@@ -118,9 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="a live lab for hands-on work: runs COMMAND (or a shell) "
                         "with the lab's environment until it ends")
-    up.add_argument("--scenario", type=_path, metavar="FILE",
-                    help="the world and attacks of this scenario (default: an enforce policy, "
-                    "one MX, no attack)")
+    up.add_argument("--scenario", type=_scenario_path, metavar="FILE",
+                    help="the world and attacks of this scenario (`builtin/FOLDER/NAME.toml`: "
+                    "a bundled one; default: an enforce policy, one MX, no attack)")
     up.add_argument("--step", type=int, default=1, metavar="N",
                     help="which step of the scenario to set up (default: 1)")
     up.add_argument("--isolate", action="store_true", help="run in a private network namespace "
@@ -132,12 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("program", nargs=argparse.REMAINDER, metavar="-- COMMAND",
                     help="what to run inside (default: $SHELL)")
 
-    cov = sub.add_parser("coverage", help="write the CONFORMANCE id -> scenarios page")
-    cov.add_argument("paths", nargs="*", metavar="PATH")
-    cov.add_argument("-o", "--output", default="docs/conformance.md", metavar="FILE",
-                     help="where to write it ('-' for standard output; default: %(default)s)")
+    cov = sub.add_parser("coverage", help="the CONFORMANCE id -> scenarios page (Markdown)")
+    cov.add_argument("paths", nargs="*", metavar="PATH", help=paths_help)
+    cov.add_argument("-o", "--output", default="-", metavar="FILE",
+                     help="write it to FILE (default: standard output)")
     cov.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 if FILE differs from what would be written")
+                     help="with -o FILE: write nothing; exit 1 if FILE differs from the page")
     return p
 
 
@@ -148,6 +186,12 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
     try:
         with _stop_signals_interrupt() as stopped:
             args = build_parser().parse_args(_without_traceback(args_list))
+            if args.version:
+                env.stdout.write(f"downgrade-lab {__version__}\n")
+                return ExitStatus.OK
+            if args.command is None:
+                raise UsageError("downgrade-lab: the following arguments are required: command "
+                                 "(downgrade-lab --help lists them)")
             args.argv = args_list  # --isolate re-executes the same command inside the namespaces
             try:
                 return int(_dispatch(args, env))
@@ -232,6 +276,14 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> int:
         return _cmd_list(args, env)
     if args.command == "senders":
         return _cmd_senders(env)
+    if args.command == "setup-senders":
+        from ..senders.real.datadir import setup_senders
+
+        return ExitStatus.OK if setup_senders(env.stderr) == 0 else ExitStatus.FAILED
+    if args.command == "merge":
+        return _cmd_merge(args, env)
+    if args.command == "scenarios":
+        return _cmd_export(args, env)
     if args.command == "demo":
         from .demo_view import command
 
@@ -256,6 +308,30 @@ def _scenarios(paths: Sequence[str], keyword: str | None = None) -> list[Scenari
     return scenarios
 
 
+def _cmd_export(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    import shutil
+
+    from ..core.scenariofiles import builtin_root, scenario_files
+
+    folder: Path = args.folder
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UsageError(f"downgrade-lab: scenarios export {folder}: exists and is not an empty "
+                         "folder")
+    root = builtin_root()
+    files = scenario_files(root)
+    try:
+        for f in files:
+            target = folder / f.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target)
+    except OSError as exc:
+        raise UsageError(f"downgrade-lab: scenarios export {folder}: "
+                         f"{exc.strerror or exc}") from None
+    env.stdout.write(f"copied {len(files)} scenarios to {folder} "
+                     f"(`downgrade-lab run {folder}` runs them, with the same ids)\n")
+    return ExitStatus.OK
+
+
 def _cmd_list(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from .report.terminal import render_list
 
@@ -269,6 +345,8 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
     page = render_markdown(_scenarios(args.paths))
     if args.output == "-":
+        if args.check:
+            raise UsageError("downgrade-lab: coverage --check compares with a file: give -o FILE")
         env.stdout.write(page)
         return ExitStatus.OK
     out = Path(args.output)
@@ -278,7 +356,7 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
         except OSError as exc:
             raise UsageError(f"downgrade-lab: cannot read {out}: {exc.strerror or exc}") from None
         if current != page:
-            env.stderr.write(f"downgrade-lab: {out} is stale: run `downgrade-lab coverage`\n")
+            env.stderr.write(f"downgrade-lab: {out} is stale: run `downgrade-lab coverage -o {out}`\n")
             return ExitStatus.FAILED
         return ExitStatus.OK
     outputs.prepare(out)
@@ -302,8 +380,6 @@ def _cmd_senders(env: Environment) -> ExitStatus:
 
 def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from ..senders.registry import SENDERS, builtin_senders
-    from .report.junit import to_junit
-    from .report.terminal import render
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("downgrade-lab: -j takes a number of pairs from 1 up")
@@ -320,6 +396,13 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
+    if args.shard is not None:
+        from ..core.selection import shard
+
+        index, count = args.shard
+        scenarios = shard(scenarios, index, count)
+        if not scenarios:  # more shards than scenarios: an empty shard is no error in a matrix
+            env.stderr.write(f"downgrade-lab: shard {index}/{count} holds no scenario\n")
     outputs.prepare(args.json, args.junit, args.html, folder=args.pcap,
                     inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
@@ -331,16 +414,32 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or DEFAULT_JOBS, env,
                                             capture=args.pcap is not None,
                                             topology=topology)).as_json()
+    return _report(record, args, env)
+
+
+def _report(record: dict[str, Any], args: argparse.Namespace, env: Environment) -> ExitStatus:
+    """The matrix on stdout, then the report files; run's and merge's exit status."""
+    from .report.junit import to_junit
+    from .report.terminal import render
+
     render(record, env.stdout, colour=env.colour)  # first: a failing report file loses nothing
     env.stdout.flush()
     writers: list[tuple[Path | None, Callable[[Path], object]]] = [
         (args.json, lambda f: f.write_text(json.dumps(record, indent=1) + "\n")),
         (args.junit, lambda f: f.write_bytes(to_junit(record))),
         (args.html, lambda f: _write_html(f, record)),
-        (args.pcap, lambda d: _write_pcaps(d, record, env)),
+        (getattr(args, "pcap", None), lambda d: _write_pcaps(d, record, env)),
     ]
     outputs.write_all(writers)
     return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
+
+
+def _cmd_merge(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from .merge import join, load
+
+    records = [(str(path), load(path)) for path in args.records]
+    outputs.prepare(args.json, args.junit, args.html, inputs=list(args.records))
+    return _report(join(records), args, env)
 
 
 def _write_html(path: Path, record: dict[str, Any]) -> None:

@@ -41,15 +41,18 @@ _ASYNC_PLUGIN = "downgrade_lab_async"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("downgrade-lab", "Downgrade Lab (MTA-STS conformance)")
     group.addoption("--lab-scenarios", action="append", default=[], metavar="PATH",
-                    help="collect one test per scenario (file or folder, repeat) and sender; "
-                         "without positional paths, only these tests are collected")
+                    help="collect one test per scenario (file or folder, repeat; `builtin` or "
+                         "`builtin/FOLDER`: the bundled catalogue) and sender; without "
+                         "positional paths, only these tests are collected")
     group.addoption("--lab-sender", action="append", default=[], metavar="NAME",
                     help="sender under test (repeat; default: every built-in sender)")
     group.addoption("--lab-json", metavar="FILE", default=None,
                     help="write the run record of the scenario tests (DESIGN §6) as JSON")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-asyncio's own pytest_configure reads it
 def pytest_configure(config: pytest.Config) -> None:
+    _default_loop_scope(config)
     # The `lab` fixture is async: registered only where pytest-asyncio runs it (in strict mode
     # too, through pytest_asyncio.fixture). Importing pytest_asyncio here, after its own plugin
     # loaded, keeps pytest's assertion rewriting from warning about an early import.
@@ -68,6 +71,27 @@ def pytest_configure(config: pytest.Config) -> None:
         # `pytest --lab-scenarios scenarios` means "run the scenarios", not "and the whole
         # testpaths suite too"; name paths (`pytest tests --lab-scenarios ...`) to get both.
         config.args = []
+
+
+_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
+
+
+def _default_loop_scope(config: pytest.Config) -> None:
+    """pytest-asyncio warns in every run where `asyncio_default_fixture_loop_scope` is unset,
+    and installing the lab installs pytest-asyncio. Unset, the plugin sets it to `function`:
+    what the `lab` fixture (function-scoped) needs, and what pytest-asyncio's docs recommend.
+    A value of the project's own (ini, `-o`) is left alone. `_inicache` is pytest's; if it
+    moves, the warning names the option to set."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        return
+    try:
+        if config.getini(_LOOP_SCOPE) is not None:
+            return
+    except ValueError:  # a pytest-asyncio without the option: nothing to set
+        return
+    cache = getattr(config, "_inicache", None)
+    if isinstance(cache, dict):
+        cache[_LOOP_SCOPE] = "function"
 
 
 def _output(path: Path) -> Path:
@@ -92,10 +116,16 @@ def _stop_on_sigterm() -> None:
 def _check_senders(config: pytest.Config) -> None:
     """Usage errors before collection, the same with or without xdist (whose workers would
     turn them into collection errors and exit 1)."""
+    from ..core.scenariofiles import locate
+    from ..errors import ScenarioError
     from ..senders.registry import SENDERS
 
     for path in config.getoption("lab_scenarios"):
-        if not Path(path).exists():
+        try:
+            where, _ = locate(path)
+        except ScenarioError as exc:
+            raise pytest.UsageError(f"--lab-scenarios {exc}") from None
+        if not where.exists():
             raise pytest.UsageError(f"--lab-scenarios {path}: no such file or folder")
 
     for name in config.getoption("lab_sender"):
@@ -123,9 +153,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     senders = _senders(config)
     seen: set[str] = set()  # a scenario file named twice (a folder and a file in it) runs once
+    from ..core.scenariofiles import is_builtin, locate
+
     for path in dict.fromkeys(paths):
-        rel = Path(os.path.relpath(Path(path).resolve(), config.rootpath)).as_posix()
-        root = LabScenarios.from_parent(session, name=rel, nodeid=rel, path=Path(path).resolve(),
+        where = locate(path)[0].resolve()
+        # the bundled catalogue is named as typed (`builtin/strip::strip/...[reference]`), not
+        # by its place in site-packages
+        rel = path.strip("/") if is_builtin(path) else Path(
+            os.path.relpath(where, config.rootpath)).as_posix()
+        root = LabScenarios.from_parent(session, name=rel, nodeid=rel, path=where,
                                         given=path, senders=senders, seen=seen)
         # genitems reports the collection (and a bad scenario as a collection error) like any
         # other collector's, so `collected N items` and `-k` see these items.

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from ..core.model import Scenario, Step
 from ..core.scenario import load_scenario, scenario_from_text
+from ..core.scenariofiles import locate
 from ..core.verdict import Evidence, Judgement, Stored, judge_step, outcome
 from ..errors import LabError
 from ..harness.isolate import shell_status
@@ -50,18 +51,22 @@ from .testing import DEFAULT_SCENARIO
 STOP_GRACE_S = 5.0  # after Ctrl-C or SIGTERM, how long COMMAND may take before SIGKILL
 POLL_S = 0.2  # how often new mail is looked for (for the live event lines)
 DEFAULT_SHELL = "/bin/sh"
-def choose(scenario_file: Path | None, step_number: int) -> tuple[Scenario, Step]:
-    """The scenario (the built-in default without a file) and its step `step_number` (1-based),
-    or LabError naming what is wrong."""
+def choose(scenario_file: str | Path | None, step_number: int) -> tuple[Scenario, Step]:
+    """The scenario (the built-in default without a file; `builtin/FOLDER/NAME.toml` names one
+    of the bundled catalogue) and its step `step_number` (1-based), or LabError naming what is
+    wrong."""
     if scenario_file is None:
         # with no --scenario: the `lab_scenario` fixture's world, an enforce policy, no attack
         scenario = scenario_from_text(DEFAULT_SCENARIO, file="<built-in>", scenario_id="live")
     else:
-        if scenario_file.is_dir():
+        path, root = locate(scenario_file)
+        if path.is_dir():
             raise LabError(f"--scenario {scenario_file}: a folder; give one scenario file")
-        if not scenario_file.is_file():
+        if not path.is_file():
             raise LabError(f"--scenario {scenario_file}: no such file")
-        scenario = load_scenario(scenario_file)
+        # a bundled scenario keeps its catalogue id (`strip/no-policy`), as `run builtin` shows it
+        sid = Path(os.path.relpath(path, root)).with_suffix("").as_posix() if root else None
+        scenario = load_scenario(path, sid)
     if not 1 <= step_number <= len(scenario.steps):
         raise LabError(f"--step {step_number}: {scenario.id} has steps 1 to {len(scenario.steps)}")
     return scenario, scenario.steps[step_number - 1]

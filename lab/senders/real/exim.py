@@ -1,7 +1,8 @@
 """`exim`: Exim 4 with its default opportunistic TLS (DESIGN §5, issue 4; REAL-SENDERS.md).
 
-Debian's exim4 packages conflict with postfix under apt, so `make real-setup` unpacks them
-(`apt-get download` + `dpkg -x`) into `.real/exim`; the binary needs the `Debian-exim` user.
+Debian's exim4 packages conflict with postfix under apt, so `downgrade-lab setup-senders` (or
+`make real-setup`) unpacks them (`apt-get download` + `dpkg -x`) into the per-user data folder's
+`exim/` (lab/senders/real/datadir.py); the binary needs the `Debian-exim` user.
 Each scenario gets its own configuration, spool and log folder; every delivery is one-shot in
 the foreground (`exim4 -C CONF -odf`), so when the command returns the mainlog already holds
 Exim's verdict: `=>` delivered (`X=TLS1.3:... CV=yes` when over verified TLS), `==` deferred,
@@ -22,9 +23,10 @@ from ...errors import SenderError
 from ..base import Message, SendReport, remaining
 from ..env import LabEnv
 from .base import LogTail, SenderTimeout, export_ca, make_workdir, require_isolated, run
+from .datadir import data_dir
 
 EXIM_USER = "Debian-exim"
-ROOT_VAR = "DOWNGRADE_LAB_EXIM_ROOT"  # where the packages were unpacked (default .real/exim)
+ROOT_VAR = "DOWNGRADE_LAB_EXIM_ROOT"  # where the packages were unpacked (default <data>/exim)
 # One delivery line of the mainlog: `<id> => rcpt R=... T=... H=host [ip] X=TLS... CV=yes ...`
 _LINE = re.compile(r"^\S+ \S+ (?P<id>[0-9A-Za-z]{6}-[0-9A-Za-z]{6,11}-[0-9A-Za-z]{2,4}) "
                    r"(?P<flag><=|=>|==|\*\*|->) (?P<rest>.*)$")
@@ -36,7 +38,7 @@ def exim_root() -> Path:
     env = os.environ.get(ROOT_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / ".real" / "exim"
+    return data_dir() / "exim"
 
 
 def exim_binary() -> Path:
@@ -115,11 +117,13 @@ class EximSender:
     @staticmethod
     def available() -> tuple[bool, str]:
         if not os.access(exim_binary(), os.X_OK):
-            return False, f"{exim_binary()} not found: unpack Debian's exim4 (make real-setup)"
+            return False, (f"{exim_binary()} not found: unpack Debian's exim4 "
+                           "(downgrade-lab setup-senders, as root)")
         try:
             pwd.getpwnam(EXIM_USER)
         except KeyError:
-            return False, f"the {EXIM_USER} user is missing (make real-setup creates it)"
+            return False, (f"the {EXIM_USER} user is missing (downgrade-lab setup-senders "
+                           "creates it, as root)")
         return True, ""
 
     def __init__(self) -> None:

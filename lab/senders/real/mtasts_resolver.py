@@ -57,7 +57,7 @@ def daemon_path() -> str | None:
 def available() -> tuple[bool, str]:
     if daemon_path() is None:
         return False, ("mta-sts-daemon not found: pip install 'downgrade-lab[real]' "
-                       "(make real-setup)")
+                       "(downgrade-lab setup-senders)")
     return True, ""
 
 

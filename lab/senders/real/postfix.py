@@ -143,7 +143,7 @@ class PostfixSender:
         missing = [t for t in TOOLS if _tool(t) is None]
         if missing:
             return False, (f"{', '.join(missing)} not found: install Debian's postfix "
-                           "(make real-setup)")
+                           "(downgrade-lab setup-senders, as root)")
         if not (POSTFIX_ETC / "master.cf").exists() or not (POSTFIX_ETC / "postfix-files").exists():
             return False, f"{POSTFIX_ETC}/master.cf missing: reinstall Debian's postfix"
         if not os.access(DAEMON_DIR / "master", os.X_OK):
