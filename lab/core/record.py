@@ -36,6 +36,8 @@ from .recordparts import (
 from .verdict import exit_code, summary
 
 SCHEMA_VERSION = "1.0"
+# The JSON Schema (draft 2020-12) of this version, shipped beside this module.
+SCHEMA_FILE = "run-record.schema.json"
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,10 @@ class RunRecord:
         return {"schema_version": self.schema_version, "lab_version": self.lab_version,
                 "results": [r.to_json() for r in self.results], "summary": self.counts(),
                 "duration_s": self.duration_s}
+
+    def as_json(self) -> dict[str, Any]:
+        """`to_json()` under the name the untyped record had (callers of `run_all`)."""
+        return self.to_json()
 
     @classmethod
     def from_json(cls, data: JSON) -> Self:

@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING
 from ..core.model import Scenario
 from ..errors import LabError, ScenarioError
 from . import outputs
-from .console import Environment, ExitStatus, UsageError
+
+# Re-exported: `main(argv, env=Environment(...))` is how tests and scripts call the CLI.
+from .console import Environment as Environment
+from .console import ExitStatus as ExitStatus
+from .console import UsageError as UsageError
 
 if TYPE_CHECKING:
     from ..core.record import RunRecord
