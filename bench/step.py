@@ -53,14 +53,14 @@ async def bench(runs: int) -> int:
         await lab.prepare(step)
         m = message()
         attempt = await deliver_via_mx(lab.env, MX, m, tls="required", verify=True)
-        evidence, _ = lab.collect(step, m, SendReport("delivered"))
+        evidence = lab.collect(step, m, SendReport("delivered")).evidence
         assert attempt.delivered and evidence.stored and evidence.stored[0].tls, attempt.detail
 
     async def with_sender(sender: Sender) -> None:
         await lab.prepare(step)
         m = message()
         report = await sender.send(m, time.monotonic() + step.deadline_s)
-        evidence, _ = lab.collect(step, m, report)
+        evidence = lab.collect(step, m, report).evidence
         assert report.state == "delivered" and evidence.stored, report.detail
 
     async def reference_cold() -> None:
@@ -73,7 +73,7 @@ async def bench(runs: int) -> int:
 
     async def pair() -> None:
         result = await run_pair(scenario, "reference", pki)
-        assert result.judgement.verdict == "PASS", result.judgement.reason
+        assert result.verdict == "PASS", result.reason
 
     rows: dict[str, Row] = {
         "floor: client -> bare aiosmtpd": floor,

@@ -31,10 +31,10 @@ async def flake(paths: list[str], senders: list[str], runs: int, jobs: int) -> i
         started = time.monotonic()
         record = await run_all(scenarios, senders, jobs=jobs)
         for r in record.results:
-            key = (r.scenario.id, r.sender)
-            verdicts[key].append(r.judgement.verdict)
-            reasons[key].append(r.judgement.reason)
-            outcomes[key].append(tuple(str(s.get("outcome")) for s in r.steps))
+            key = (r.scenario, r.sender)
+            verdicts[key].append(r.verdict)
+            reasons[key].append(r.reason)
+            outcomes[key].append(tuple(s.outcome for s in r.steps))
         print(f"run {i + 1}/{runs}: {time.monotonic() - started:.1f} s {record.counts()}", flush=True)
     changed = {k: v for k, v in verdicts.items() if len(set(v)) > 1}
     errors = {k: v for k, v in verdicts.items() if "ERROR" in v and k not in changed}

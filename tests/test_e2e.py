@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from downgrade_lab.core.record import RunRecord
 from downgrade_lab.core.scenario import discover, load_scenario
 from downgrade_lab.harness.runner import run_all
 from downgrade_lab.senders.registry import builtin_senders
+from tests.recordschema import schema_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
@@ -56,12 +58,20 @@ async def test_honest_baseline_is_delivered_over_tls_with_facts() -> None:
     assert step["dns_queries"], "the sender resolved the MX through the lab DNS"
 
 
+# The whole catalogue twice over (two senders) plus its schema check: minutes, not the suite's
+# 60 s per test, on a loaded 2-core machine.
+@pytest.mark.timeout(240)
 async def test_the_catalogue_against_the_builtin_senders() -> None:
     scenarios = discover([SCENARIOS])
     senders = builtin_senders()
     assert "opportunistic" in senders
-    record = (await run_all(scenarios, senders, jobs=4)).as_json()
+    typed = await run_all(scenarios, senders, jobs=4)
+    record = typed.as_json()
     assert record["summary"]["ERROR"] == 0, [r for r in record["results"] if r["verdict"] == "ERROR"]
+    # the record of the whole catalogue: valid against the shipped schema, read back exactly
+    assert schema_errors(record) == []
+    assert json.loads(json.dumps(RunRecord.from_json(record).to_json())) == record
+    assert RunRecord.from_json(record) == typed
     for r in record["results"]:
         if r["sender"] == "reference":
             assert r["verdict"] == "PASS", (r["scenario"], r["reason"])

@@ -13,10 +13,8 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..core.model import Scenario
@@ -24,41 +22,14 @@ from ..core.scenariofiles import BUILTIN
 from ..errors import LabError, ScenarioError
 from . import outputs
 
+# Re-exported: `main(argv, env=Environment(...))` is how tests and scripts call the CLI.
+from .console import Environment as Environment
+from .console import ExitStatus as ExitStatus
+from .console import UsageError as UsageError
+
 if TYPE_CHECKING:
-    from ..harness.runner import RunRecord
+    from ..core.record import RunRecord
     from ..harness.topology import Topology
-
-
-class ExitStatus(IntEnum):
-    OK = 0  # every expectation met
-    FAILED = 1  # some expectation failed (or the lab erred)
-    USAGE = 2  # bad usage or bad scenario
-    INTERRUPTED = 130  # Ctrl-C (also when it ended the inner run of --isolate)
-
-
-def _devnull(mode: str) -> IO[str]:
-    return open(os.devnull, mode)  # noqa: SIM115 - lives as long as the process
-
-
-@dataclass
-class Environment:
-    # A stream the shell closed (`>&-`) is None in sys: write to /dev/null, read end of input.
-    stdout: IO[str] = field(default_factory=lambda: sys.stdout or _devnull("w"))
-    stderr: IO[str] = field(default_factory=lambda: sys.stderr or _devnull("w"))
-    stdin: IO[str] = field(default_factory=lambda: sys.stdin or _devnull("r"))  # demo --pause
-
-    @property
-    def is_terminal(self) -> bool:
-        return bool(getattr(self.stdout, "isatty", lambda: False)())
-
-    @property
-    def stderr_is_terminal(self) -> bool:
-        """Progress goes to stderr (stdout stays the matrix): a bar only if that is a terminal."""
-        return bool(getattr(self.stderr, "isatty", lambda: False)())
-
-    @property
-    def colour(self) -> bool:
-        return self.is_terminal and not os.environ.get("NO_COLOR")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,10 +37,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
-
-
-class UsageError(LabError):
-    pass
 
 
 DEFAULT_SCENARIOS = BUILTIN  # the bundled catalogue
@@ -413,11 +380,11 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
     record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or DEFAULT_JOBS, env,
                                             capture=args.pcap is not None,
-                                            topology=topology)).as_json()
+                                            topology=topology))
     return _report(record, args, env)
 
 
-def _report(record: dict[str, Any], args: argparse.Namespace, env: Environment) -> ExitStatus:
+def _report(record: RunRecord, args: argparse.Namespace, env: Environment) -> ExitStatus:
     """The matrix on stdout, then the report files; run's and merge's exit status."""
     from .report.junit import to_junit
     from .report.terminal import render
@@ -425,30 +392,31 @@ def _report(record: dict[str, Any], args: argparse.Namespace, env: Environment) 
     render(record, env.stdout, colour=env.colour)  # first: a failing report file loses nothing
     env.stdout.flush()
     writers: list[tuple[Path | None, Callable[[Path], object]]] = [
-        (args.json, lambda f: f.write_text(json.dumps(record, indent=1) + "\n")),
+        (args.json, lambda f: f.write_text(json.dumps(record.to_json(), indent=1) + "\n")),
         (args.junit, lambda f: f.write_bytes(to_junit(record))),
         (args.html, lambda f: _write_html(f, record)),
         (getattr(args, "pcap", None), lambda d: _write_pcaps(d, record, env)),
     ]
     outputs.write_all(writers)
-    return ExitStatus(1 if record["summary"]["FAIL"] or record["summary"]["ERROR"] else 0)
+    return ExitStatus(record.exit_code())
 
 
 def _cmd_merge(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from ..core.record import RunRecord
     from .merge import join, load
 
     records = [(str(path), load(path)) for path in args.records]
     outputs.prepare(args.json, args.junit, args.html, inputs=list(args.records))
-    return _report(join(records), args, env)
+    return _report(RunRecord.from_json(join(records)), args, env)
 
 
-def _write_html(path: Path, record: dict[str, Any]) -> None:
+def _write_html(path: Path, record: RunRecord) -> None:
     from .report.html import to_html
 
     path.write_text(to_html(record), encoding="utf-8", errors="replace")
 
 
-def _write_pcaps(folder: Path, record: dict[str, Any], env: Environment) -> None:
+def _write_pcaps(folder: Path, record: RunRecord, env: Environment) -> None:
     from .report.pcap import write_pcaps
 
     written = write_pcaps(record, folder)

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.record import PairRecord, StepRecord
+from ..core.recordparts import Connection, TlsReport, TranscriptEntry
 from ..core.scenario import scenario_from_text
 from ..harness.pki import PKI
 from ..harness.runner import run_pair
@@ -108,7 +110,7 @@ def pick(name: str | None) -> list[ActSpec]:
     raise ValueError(f"no act {name!r} (acts: {known})")
 
 
-async def run_acts(specs: Sequence[ActSpec], sender: str) -> list[dict[str, Any]]:
+async def run_acts(specs: Sequence[ActSpec], sender: str) -> list[PairRecord]:
     """Run every act's scenario against its sender; the run records' results, in order."""
     pki = PKI()
     try:
@@ -117,65 +119,63 @@ async def run_acts(specs: Sequence[ActSpec], sender: str) -> list[dict[str, Any]
             scenario = scenario_from_text(spec.toml, file=f"<demo:{spec.key}>",
                                           scenario_id=f"demo/{spec.key}")
             result = await run_pair(scenario, spec.sender or sender, pki)
-            results.append(result.as_json())
+            results.append(result)
         return results
     finally:
         pki.close()
 
 
-def build(specs: Sequence[ActSpec], results: Sequence[dict[str, Any]]) -> list[Act]:
+def build(specs: Sequence[ActSpec], results: Sequence[PairRecord]) -> list[Act]:
     builders = {"honest": _act_honest, "strip": _act_strip, "enforce": _act_policy,
                 "testing": _act_policy}
     acts = []
     for spec, result in zip(specs, results, strict=True):
         number = ACTS.index(spec) + 1
-        act = Act(number, spec.key, spec.title, result["sender"], setup="")
-        if result["verdict"] == "ERROR" or not result["steps"]:
-            act.setup = f"The lab could not run this act: {result['reason']}"
+        act = Act(number, spec.key, spec.title, result.sender, setup="")
+        if result.verdict == "ERROR" or not result.steps:
+            act.setup = f"The lab could not run this act: {result.reason}"
         else:
             builders[spec.key](act, result)
         acts.append(act)
     return acts
 
 
-def _act_honest(act: Act, result: dict[str, Any]) -> None:
-    step = result["steps"][-1]
+def _act_honest(act: Act, result: PairRecord) -> None:
+    step = result.steps[-1]
     act.setup = (f"alice@sender.test mails a confidential message to bob@example.test. The sender "
                  f"is `{act.sender}`: it uses STARTTLS when the receiver offers it and checks no "
                  "certificate, as most MTAs have done for decades. An attacker sits on the path "
                  "between them. In this act it only watches.")
-    act.dialogue = dialogue(step)
+    act.dialogue = dialogue(step.transcript)
     act.facts = [_outcome(step), *_tls_facts(step), _read_fact(step)]
     act.moral = "STARTTLS protected the message: because the attacker let it."
     act.question = "The attacker saw two lines before the encryption began. Which one could it delete?"
 
 
-def _act_strip(act: Act, result: dict[str, Any]) -> None:
-    step = result["steps"][-1]
+def _act_strip(act: Act, result: PairRecord) -> None:
+    step = result.steps[-1]
     act.setup = ("Same sender, same domain. Now the attacker deletes one line from the receiver's "
                  "EHLO reply: 250-STARTTLS. The sender never learns that the receiver offered "
                  "encryption.")
-    act.dialogue = dialogue(step)
-    report = step.get("sender_report") or {}
-    act.facts = [_outcome(step),
-                 Fact("the sender says", f"{report.get('state', '?')}: {report.get('detail', '')}"),
+    act.dialogue = dialogue(step.transcript)
+    report = step.sender_report
+    act.facts = [_outcome(step), Fact("the sender says", f"{report.state}: {report.detail}"),
                  _read_fact(step)]
-    act.stolen = attacker_read(step) if step.get("attacker_saw_body") else None
+    act.stolen = attacker_read(step) if step.attacker_saw_body else None
     act.secret = "the secret token is"
     act.moral = ("Nothing failed: no error, no bounce, the sender reports success. STARTTLS is "
                  "opportunistic, and the attacker decides the opportunity.")
     act.question = "How could the sender have known that the receiver supports TLS?"
 
 
-def _act_policy(act: Act, result: dict[str, Any]) -> None:
-    warm, step = result["steps"][0], result["steps"][-1]
+def _act_policy(act: Act, result: PairRecord) -> None:
+    warm, step = result.steps[0], result.steps[-1]
     mode = "testing" if act.key == "testing" else "enforce"
-    txt = next((a.split(" TXT ", 1)[1] for q in warm.get("dns_queries") or []
-                if q.get("qname", "").startswith("_mta-sts.") for a in q.get("answers") or []
-                if " TXT " in a), "(none seen)")
-    fetched = [f"{f.get('status')} https://{f.get('host')}{f.get('path')}"
-               for f in warm.get("policy_fetches") or []]
-    policy = (warm.get("sender_report") or {}).get("policy") or {}
+    txt = next((a.split(" TXT ", 1)[1] for q in warm.dns_queries
+                if q.qname.startswith("_mta-sts.") for a in q.answers if " TXT " in a),
+               "(none seen)")
+    fetched = [f"{f.status} https://{f.host}{f.path}" for f in warm.policy_fetches]
+    policy: Mapping[str, Any] = warm.sender_report.extra.get("policy") or {}
     act.setup = (f"example.test now publishes an MTA-STS policy in mode {mode}: a DNS TXT record "
                  "at _mta-sts.example.test and the policy itself over HTTPS, at "
                  "https://mta-sts.example.test/.well-known/mta-sts.txt. The sender is "
@@ -187,14 +187,13 @@ def _act_policy(act: Act, result: dict[str, Any]) -> None:
         act.facts.append(Fact("policy the sender holds", f"mode: {policy['mode']}, mx: "
                               f"{', '.join(policy.get('mx') or [])}, max_age: {policy.get('max_age')}"))
     act.facts.append(Fact("first delivery (honest)", _outcome(warm).value))
-    act.dialogue = dialogue(step)
-    report = step.get("sender_report") or {}
-    act.facts += [_outcome(step),
-                  Fact("the sender says", f"{report.get('state', '?')}: {report.get('detail', '')}"),
-                  Fact("attacker saw MAIL FROM", "yes" if step.get("attacker_saw_mail_from") else "no",
-                       "bad" if step.get("attacker_saw_mail_from") else "good"),
+    act.dialogue = dialogue(step.transcript)
+    report = step.sender_report
+    act.facts += [_outcome(step), Fact("the sender says", f"{report.state}: {report.detail}"),
+                  Fact("attacker saw MAIL FROM", "yes" if step.attacker_saw_mail_from else "no",
+                       "bad" if step.attacker_saw_mail_from else "good"),
                   _read_fact(step)]
-    if step.get("attacker_saw_body"):
+    if step.attacker_saw_body:
         act.stolen, act.secret = attacker_read(step), "the secret token is"
     if mode == "enforce":
         _enforce_story(act, step)
@@ -202,8 +201,8 @@ def _act_policy(act: Act, result: dict[str, Any]) -> None:
         _testing_story(act, step)
 
 
-def _enforce_story(act: Act, step: dict[str, Any]) -> None:
-    if step.get("outcome") == "not-delivered":
+def _enforce_story(act: Act, step: StepRecord) -> None:
+    if step.outcome == "not-delivered":
         act.moral = ("The sender refused to deliver without validated TLS and kept the mail in its "
                      "queue (deferred: it will retry). The attacker got the greeting and EHLO, "
                      "never the envelope or the message.")
@@ -214,9 +213,9 @@ def _enforce_story(act: Act, step: dict[str, Any]) -> None:
                     "(Hint: look at the sender's state.)")
 
 
-def _testing_story(act: Act, step: dict[str, Any]) -> None:
-    reports = [f"{r.get('channel')}: {', '.join(_result_types(r)) or 'no failures'}"
-               for r in step.get("tlsrpt_reports") or []]
+def _testing_story(act: Act, step: StepRecord) -> None:
+    reports = [f"{r.channel}: {', '.join(_result_types(r)) or 'no failures'}"
+               for r in step.tlsrpt_reports or ()]
     act.facts.append(Fact("TLS reports (RFC 8460) filed", "; ".join(reports) or "none",
                           "good" if reports else "plain"))
     act.moral = ("In testing mode a sender that cannot validate the MX delivers anyway, and reports "
@@ -225,8 +224,8 @@ def _testing_story(act: Act, step: dict[str, Any]) -> None:
     act.question = "Why would a domain publish a policy that does not protect its mail?"
 
 
-def _result_types(report: dict[str, Any]) -> list[str]:
-    body = report.get("report") or {}
+def _result_types(report: TlsReport) -> list[str]:
+    body = report.report or {}
     return sorted({d.get("result-type", "?") for p in body.get("policies") or []
                    for d in p.get("failure-details") or []})
 
@@ -236,70 +235,69 @@ OUTCOME_WORDS = {"delivered-tls": ("delivered over TLS", "good"),
                  "not-delivered": ("not delivered", "plain")}
 
 
-def _outcome(step: dict[str, Any]) -> Fact:
-    words, tone = OUTCOME_WORDS.get(step.get("outcome", ""), (str(step.get("outcome")), "plain"))
+def _outcome(step: StepRecord) -> Fact:
+    words, tone = OUTCOME_WORDS.get(step.outcome, (step.outcome, "plain"))
     return Fact("outcome", words, tone)
 
 
-def _tls_facts(step: dict[str, Any]) -> list[Fact]:
-    return [Fact("TLS at the receiver", f"{m.get('tls_version')}, cipher {m.get('cipher')}, "
-                 f"SNI {m.get('sni')}", "good") for m in step.get("received") or [] if m.get("tls")]
+def _tls_facts(step: StepRecord) -> list[Fact]:
+    return [Fact("TLS at the receiver", f"{m.tls_version}, cipher {m.cipher}, SNI {m.sni}", "good")
+            for m in step.received if m.tls]
 
 
-def _read_fact(step: dict[str, Any]) -> Fact:
+def _read_fact(step: StepRecord) -> Fact:
     conn = _connection(step)
     text = attacker_read(step)
     lines = [ln for ln in text.split("\r\n") if ln]
     shown = " / ".join(lines[:4]) + (f" / ... ({len(lines)} lines)" if len(lines) > 4 else "")
-    encrypted = int(conn.get("passthrough_to_receiver") or 0) if conn else 0
+    encrypted = conn.passthrough_to_receiver if conn else 0
     if encrypted:
         shown += f"; then {encrypted} encrypted bytes it could not read"
-    return Fact("the attacker read", shown or "nothing", "bad" if step.get("attacker_saw_body") else "good")
+    return Fact("the attacker read", shown or "nothing", "bad" if step.attacker_saw_body else "good")
 
 
-def _main_connection(step: Mapping[str, Any]) -> int | None:
+def _main_connection(transcript: Sequence[TranscriptEntry]) -> int | None:
     """The step's delivery connection: the last one the receiver greeted."""
-    greeted = [e["connection"] for e in step.get("transcript") or []
-               if e.get("kind") == "reply" and str(e.get("said", "")).startswith("220 ")
-               and e.get("origin") == "receiver"]
+    greeted = [e.connection for e in transcript
+               if e.kind == "reply" and e.said.startswith("220 ") and e.origin == "receiver"]
     return greeted[-1] if greeted else None
 
 
-def _connection(step: dict[str, Any]) -> dict[str, Any] | None:
-    index = _main_connection(step)
-    conns = step.get("connections") or []
+def _connection(step: StepRecord) -> Connection | None:
+    index = _main_connection(step.transcript)
+    conns = step.connections
     return conns[index] if index is not None and index < len(conns) else None
 
 
-def attacker_read(step: dict[str, Any]) -> str:
+def attacker_read(step: StepRecord) -> str:
     """What the sender sent in the clear on the delivery connection, as the attacker read it
     (the proxy's ConnectionRecord.client_plaintext, quoted in the run record)."""
     conn = _connection(step)
-    return str(conn.get("attacker_read", "")) if conn else ""
+    return conn.attacker_read if conn else ""
 
 
-def dialogue(step: Mapping[str, Any], index: int | None = None) -> list[Line]:
-    """Connection `index` of the step (default: the delivery connection) line by line,
+def dialogue(transcript: Sequence[TranscriptEntry], index: int | None = None) -> list[Line]:
+    """Connection `index` of a transcript (default: the delivery connection) line by line,
     receiver side and sender side."""
     if index is None:
-        index = _main_connection(step)
+        index = _main_connection(transcript)
     lines: list[Line] = []
-    for e in step.get("transcript") or []:
-        if e.get("connection") != index:
+    for e in transcript:
+        if e.connection != index:
             continue
-        if e.get("kind") == "event":
-            if "tls" in str(e.get("said", "")):
+        if e.kind == "event":
+            if "tls" in e.said:
                 lines.append(Line("", "TLS from here on", "TLS from here on", "tls"))
             continue
         lines += _entry_lines(e)
     return lines
 
 
-def _entry_lines(e: dict[str, Any]) -> list[Line]:
-    to_sender = e.get("direction") == "receiver->sender"
+def _entry_lines(e: TranscriptEntry) -> list[Line]:
+    to_sender = e.direction == "receiver->sender"
     arrow = "<-" if to_sender else "->"
-    said, heard = str(e.get("said") or ""), e.get("heard")
-    if e.get("origin") == "attacker":  # a reply the receiver never gave
+    said, heard = e.said, e.heard
+    if e.origin == "attacker":  # a reply the receiver never gave
         return [Line(arrow, "", ln, "forged") for ln in said.splitlines()]
     # The receiver's side shows a reply as said and a command as it arrived; the sender's side
     # the reverse. A line on one side only was taken out or put in by the attacker.

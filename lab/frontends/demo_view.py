@@ -8,7 +8,6 @@ import asyncio
 import html
 import textwrap
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.panel import Panel
@@ -16,10 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import outputs
+from .console import Environment, UsageError
 from .demo import ACTS, Act, Fact, Line, build, pick, run_acts
-
-if TYPE_CHECKING:
-    from .cli import Environment
 
 WIDTH = 88  # plain text: fits a projector's terminal
 COLUMN = 38
@@ -35,7 +32,6 @@ TONE_STYLE = {"good": "bold green", "bad": "bold red", "plain": ""}
 def command(args: argparse.Namespace, env: Environment) -> int:
     """`downgrade-lab demo [NAME] [--sender NAME] [--pause] [--html FILE]`."""
     from ..senders.registry import SENDERS
-    from .cli import UsageError
 
     try:
         specs = pick(args.name)

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.record import SCHEMA_VERSION
+from ..core.record import major as record_major
 from ..core.verdict import VERDICTS, summary
 from ..errors import LabError
 
 # The run record's major schema version this lab reads (a record without `schema_version`
 # predates it and has the same shape).
-SCHEMA_MAJOR = 1
+SCHEMA_MAJOR = int(record_major(SCHEMA_VERSION))
 
 
 class MergeError(LabError):

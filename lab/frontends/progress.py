@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
+from ..core.record import PairRecord
 from ..core.verdict import VERDICTS
+from .console import Environment
 
-if TYPE_CHECKING:
-    from ..harness.runner import PairResult
-    from .cli import Environment
-
-Tick = Callable[["PairResult"], None]
+Tick = Callable[[PairRecord], None]
 
 
 @contextmanager
@@ -26,11 +23,11 @@ def progress(env: Environment, total: int) -> Iterator[Tick]:
     """A callback for `run_all(progress=...)`, drawing on `env.stderr` while the block runs."""
     counts = dict.fromkeys(VERDICTS, 0)
     if not env.stderr_is_terminal:
-        def line(result: PairResult) -> None:
-            verdict = result.judgement.verdict
+        def line(result: PairRecord) -> None:
+            verdict = result.verdict
             counts[verdict] += 1
             done = sum(counts.values())
-            env.stderr.write(f"{verdict:5} {result.scenario.id} [{result.sender}] ({done}/{total})\n")
+            env.stderr.write(f"{verdict:5} {result.scenario} [{result.sender}] ({done}/{total})\n")
             env.stderr.flush()
 
         yield line
@@ -44,8 +41,8 @@ def progress(env: Environment, total: int) -> Iterator[Tick]:
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("", total=total)
 
-        def tick(result: PairResult) -> None:
-            counts[result.judgement.verdict] += 1
+        def tick(result: PairRecord) -> None:
+            counts[result.verdict] += 1
             bar.update(task, advance=1, description=describe(counts))
 
         yield tick

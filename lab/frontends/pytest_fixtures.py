@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 def lab_scenario() -> ScenarioSource:
     """The world `lab` and `make_lab()` build: override it. Default: a healthy domain with an
     enforce policy and one honest step."""
-    from .testing import DEFAULT_SCENARIO
+    from ..core.defaults import DEFAULT_SCENARIO
 
     return DEFAULT_SCENARIO
 

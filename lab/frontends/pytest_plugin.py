@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
 
     from ..core.model import Scenario
+    from ..core.record import PairRecord, StepRecord
+    from ..core.recordparts import TranscriptEntry
     from ..harness.pki import PKI
-    from ..harness.runner import PairResult
 
 __all__ = ["LabItem", "lab_pki", "lab_scenario", "make_lab"]
 
@@ -214,13 +215,13 @@ class LabScenarios(pytest.Collector):
 class LabVerdict(Exception):
     """A FAIL or ERROR verdict: `repr_failure` turns it into the reason and the step table."""
 
-    def __init__(self, result: PairResult) -> None:
-        super().__init__(result.judgement.reason)
+    def __init__(self, result: PairRecord) -> None:
+        super().__init__(result.reason)
         self.result = result
 
 
 class LabItem(pytest.Item):
-    """One scenario against one sender. After it ran, `result` holds the `PairResult` and
+    """One scenario against one sender. After it ran, `result` holds the `PairRecord` and
     `user_properties` the verdict, the outcome and the reason (so `--junitxml` carries them)."""
 
     def __init__(self, *, scenario: Scenario, sender: str, unavailable: str | None = None,
@@ -229,7 +230,7 @@ class LabItem(pytest.Item):
         self.scenario = scenario
         self.sender = sender
         self.unavailable = unavailable
-        self.result: PairResult | None = None
+        self.result: PairRecord | None = None
         self.index = 0
 
     def runtest(self) -> None:
@@ -239,9 +240,9 @@ class LabItem(pytest.Item):
         if self.unavailable is not None:
             pytest.skip(f"sender {self.sender!r} cannot run here: {self.unavailable}")
         result = self.result = asyncio.run(run_pair(self.scenario, self.sender, _pki(self.config)))
-        verdict, reason = result.judgement.verdict, result.judgement.reason
-        self.user_properties += [("verdict", verdict), ("outcome", cell_outcome(result.as_json())),
-                                 ("reason", reason), ("duration_s", round(result.duration_s, 3))]
+        verdict, reason = result.verdict, result.reason
+        self.user_properties += [("verdict", verdict), ("outcome", cell_outcome(result)),
+                                 ("reason", reason), ("duration_s", result.duration_s)]
         if verdict in ("FAIL", "ERROR"):
             raise LabVerdict(result)
         if verdict == "SKIP":
@@ -254,9 +255,8 @@ class LabItem(pytest.Item):
         if not isinstance(excinfo.value, LabVerdict):
             return super().repr_failure(excinfo, style=style)
         result = excinfo.value.result
-        text = failure_text(result.as_json())
-        return _as_crash_repr(self.scenario.path, f"{result.judgement.verdict}: "
-                              f"{result.judgement.reason}", text)
+        text = failure_text(result)
+        return _as_crash_repr(self.scenario.path, f"{result.verdict}: {result.reason}", text)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
@@ -274,50 +274,48 @@ def _as_crash_repr(path: str, message: str, text: str) -> str | TerminalRepr:
     return ReprExceptionInfo(reprtraceback=ReprTracebackNative([text]), reprcrash=crash)
 
 
-def failure_text(result: dict[str, Any]) -> str:
+def failure_text(result: PairRecord) -> str:
     """The reason, then one row per step: attack, expectation, outcome, verdict, and what the
     attacker saw; then the sender's own word on each step and the attacker's changes."""
-    steps = result.get("steps") or []
-    lines = [f"{result['verdict']} {result['scenario']} x {result['sender']}: {result['reason']}",
-             f"  {result.get('title', '')} ({result.get('file', '')})", ""]
+    steps = result.steps
+    lines = [f"{result.verdict} {result.scenario} x {result.sender}: {result.reason}",
+             f"  {result.title} ({result.file})", ""]
     header = ("step", "attack", "expect", "outcome", "verdict", "attacker saw")
-    rows = [header] + [(str(i + 1), _attacks(s), s.get("expect", ""), s.get("outcome", ""),
-                        s.get("verdict", ""), _saw(s)) for i, s in enumerate(steps)]
+    rows = [header] + [(str(i + 1), _attacks(s), s.expect, s.outcome, s.verdict, _saw(s))
+                       for i, s in enumerate(steps)]
     widths = [max(len(r[c]) for r in rows) for c in range(len(header))]
     lines += ["  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
               for r in rows]
     for i, s in enumerate(steps):
-        report = s.get("sender_report") or {}
-        lines.append(f"  step {i + 1} sender: {report.get('state', '?')}: {report.get('detail', '')}"
-                     .rstrip())
-        lines += [f"    {change}" for entry in s.get("transcript") or []
-                  if entry.get("changed") for change in _changes(entry)]
+        report = s.sender_report
+        lines.append(f"  step {i + 1} sender: {report.state}: {report.detail}".rstrip())
+        lines += [f"    {change}" for entry in s.transcript if entry.changed
+                  for change in _changes(entry)]
     if not steps:
         lines.append("  (no step ran)")
     return "\n".join(lines) + "\n"
 
 
-def _attacks(step: dict[str, Any]) -> str:
-    names = [a if isinstance(a, str) else str(a.get("kind", "?")) for a in step.get("attack") or []]
-    return ",".join(names) or "-"
+def _attacks(step: StepRecord) -> str:
+    return ",".join(a.kind or "?" for a in step.attack) or "-"
 
 
-def _saw(step: dict[str, Any]) -> str:
-    seen = [what for key, what in (("attacker_saw_mail_from", "MAIL FROM"),
-                                   ("attacker_saw_body", "body")) if step.get(key)]
+def _saw(step: StepRecord) -> str:
+    seen = [what for saw, what in ((step.attacker_saw_mail_from, "MAIL FROM"),
+                                   (step.attacker_saw_body, "body")) if saw]
     return ", ".join(seen) or "-"
 
 
-def _changes(entry: dict[str, Any]) -> list[str]:
+def _changes(entry: TranscriptEntry) -> list[str]:
     """What the attacker did to one transcript entry, line by line."""
-    who = entry.get("attack") or "attacker"
-    to = "receiver" if entry.get("direction", "").endswith("receiver") else "sender"
-    said, heard = str(entry.get("said") or ""), entry.get("heard")
-    if entry.get("origin") == "attacker":
+    who = entry.attack or "attacker"
+    to = "receiver" if entry.direction.endswith("receiver") else "sender"
+    said, heard = entry.said, entry.heard
+    if entry.origin == "attacker":
         return [f"{who}: the attacker answered {said!r} itself"]
     if heard is None:
         return [f"{who}: {said!r} never reached the {to}"]
-    diff = difflib.ndiff(said.splitlines(), str(heard).splitlines())
+    diff = difflib.ndiff(said.splitlines(), heard.splitlines())
     return [f"{who}: {'deleted' if d[0] == '-' else 'added'} {d[2:]!r}"
             for d in diff if d[:1] in "-+"]
 
@@ -339,7 +337,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if isinstance(item, LabItem) and call.when == "call" and item.result is not None:
         # An extra report attribute survives pytest-xdist's report serialisation, so the
         # controller can write --lab-json from what the workers ran.
-        report.lab_record = item.result.as_json()  # type: ignore[attr-defined]
+        report.lab_record = item.result.to_json()  # type: ignore[attr-defined]
         report.lab_index = item.index  # type: ignore[attr-defined]
     return report
 
@@ -358,13 +356,14 @@ class _RecordWriter:
             self.results.append((getattr(report, "lab_index", 0), record))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from ..core.verdict import summary
+        from ..core.record import PairRecord
+        from ..harness.runner import run_record
 
-        results = [record for _, record in sorted(self.results, key=lambda r: r[0])]
-        record = {"results": results, "summary": summary(r["verdict"] for r in results),
-                  "duration_s": round(sum(r.get("duration_s", 0) for r in results), 3)}
+        results = [PairRecord.from_json(record) for _, record in sorted(self.results,
+                                                                        key=lambda r: r[0])]
+        record = run_record(results, sum(r.duration_s for r in results))
         try:
-            self.path.write_text(json.dumps(record, indent=1) + "\n")
+            self.path.write_text(json.dumps(record.to_json(), indent=1) + "\n")
         except OSError as exc:  # /dev/full, a disk gone read-only: say so, keep the summary
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             line = f"downgrade-lab: cannot write --lab-json {self.path}: {exc.strerror or exc}"

@@ -10,22 +10,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..core.defaults import DEFAULT_SCENARIO
 from ..core.model import Scenario, Step
 from ..core.scenario import load_scenario, scenario_from_text
 from ..errors import LabError
 from ..harness.lab import Lab
 from ..senders.base import Sender
 
-# What `lab_scenario` gives when a test does not override it: a healthy domain that publishes
-# an enforce policy, and one honest delivery.
-DEFAULT_SCENARIO = """\
-title = "healthy domain, enforce policy"
-[policy]
-mode = "enforce"
-
-[[step]]
-expect = "delivered-tls"
-"""
+__all__ = ["DEFAULT_SCENARIO", "CheckedLab", "ScenarioSource", "StepRun", "as_scenario"]
 
 ScenarioSource = Scenario | str | os.PathLike[str]
 
@@ -77,7 +69,7 @@ class CheckedLab(Lab):
         if isinstance(step, int):
             step = self.scenario.steps[step]
         judgement, record = await _run_step(self, sender, step)
-        return StepRun(judgement.verdict, judgement.reason, str(record["outcome"]), record)
+        return StepRun(judgement.verdict, judgement.reason, record.outcome, record.to_json())
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:

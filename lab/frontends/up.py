@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -34,19 +35,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ..core.defaults import DEFAULT_SCENARIO
 from ..core.model import Scenario, Step
+from ..core.record import RunRecord, SenderReport, StepRecord
 from ..core.scenario import load_scenario, scenario_from_text
 from ..core.scenariofiles import locate
-from ..core.verdict import Evidence, Judgement, Stored, judge_step, outcome
+from ..core.verdict import Evidence, Judgement, judge_step, outcome
 from ..errors import LabError
 from ..harness.isolate import shell_status
-from ..harness.lab import Lab, stored_json
+from ..harness.lab import Lab, Observation
 from ..harness.topology import Topology
 from ..senders.real.base import export_ca, make_workdir, sender_environ
+from ..services.receiver import StoredMessage
 from . import outputs
 from .demo import dialogue
 from .demo_view import DIALOGUE_HEAD, plain_line
-from .testing import DEFAULT_SCENARIO
 
 STOP_GRACE_S = 5.0  # after Ctrl-C or SIGTERM, how long COMMAND may take before SIGKILL
 POLL_S = 0.2  # how often new mail is looked for (for the live event lines)
@@ -136,48 +139,39 @@ def stored_line(m: Any) -> str:
     return f"[lab] {m.mx} stored mail from <{m.mail_from}> to {', '.join(m.rcpt_tos)} {how}"
 
 
-def summary(observed: Mapping[str, Any], *, dialogues: bool = True) -> str:
-    """What happened while the lab was up, from `Lab.observe()` records; `dialogues`: with each
-    connection's SMTP dialogue as both sides saw it (the attacker's changes marked)."""
-    stored = observed["received"]
+def summary(observed: Observation | Mapping[str, Any], *, dialogues: bool = True) -> str:
+    """What happened while the lab was up, from `Lab.observe()` (or its JSON); `dialogues`:
+    with each connection's SMTP dialogue as both sides saw it (the attacker's changes marked)."""
+    if not isinstance(observed, Observation):
+        observed = Observation.from_json(observed)
+    stored, traffic = observed.received, observed.traffic
     lines = [f"[lab] stopped. The receiver stored {len(stored)} message(s)"
              + (":" if stored else ".")]
     for m in stored:
-        how = f"TLS {m['tls_version']}, SNI {m['sni'] or '-'}" if m["tls"] else "PLAINTEXT"
-        lines.append(f"  {m['mx']}: <{m['mail_from']}> -> {', '.join(m['rcpt_tos'])} ({how})")
-    conns = observed["connections"]
+        how = f"TLS {m.tls_version}, SNI {m.sni or '-'}" if m.tls else "PLAINTEXT"
+        lines.append(f"  {m.mx}: <{m.mail_from}> -> {', '.join(m.rcpt_tos)} ({how})")
+    conns = traffic.connections
     lines.append(f"[lab] {len(conns)} connection(s) crossed the attacker"
                  + (":" if conns else "."))
     for i, c in enumerate(conns):
-        talk = dialogue(observed, i)
+        talk = dialogue(traffic.transcript, i)
         facts = []
-        if c["attacks"]:
-            facts.append("attacks " + ", ".join(c["attacks"]))
+        if c.attacks:
+            facts.append("attacks " + ", ".join(c.attacks))
         if any(ln.change == "deleted" and "STARTTLS" in ln.receiver.upper() for ln in talk):
             facts.append("STARTTLS deleted from the EHLO reply")
-        if c["attacker_read_bytes"]:
-            facts.append(f"attacker read {c['attacker_read_bytes']} bytes of the sender's side"
-                         + (" incl. MAIL FROM" if c["saw_mail_from"] else ""))
+        if c.attacker_read_bytes:
+            facts.append(f"attacker read {c.attacker_read_bytes} bytes of the sender's side"
+                         + (" incl. MAIL FROM" if c.saw_mail_from else ""))
         else:
             facts.append("attacker read nothing the sender said")
-        lines.append(f"  {c['mx']}: " + "; ".join(facts))
+        lines.append(f"  {c.mx}: " + "; ".join(facts))
         if dialogues and talk:
             lines += [DIALOGUE_HEAD, *(plain_line(line) for line in talk)]
-    lines.append(f"[lab] {len(observed['policy_fetches'])} policy fetch(es), "
-                 f"{len(observed['dns_queries'])} DNS quer(ies), "
-                 f"{len(observed['tlsrpt_reports'])} TLS report(s)")
+    lines.append(f"[lab] {len(traffic.policy_fetches)} policy fetch(es), "
+                 f"{len(traffic.dns_queries)} DNS quer(ies), "
+                 f"{len(observed.tlsrpt_reports)} TLS report(s)")
     return "\n".join(lines) + "\n"
-
-
-def evidence(observed: Mapping[str, Any]) -> Evidence:
-    """The lab's evidence of the whole session, from `Lab.observe()` records: what the
-    receiver stored, and whether the attacker read a message body (a DATA body appears in a
-    transcript only where the attacker could read it: in the clear, or inside TLS it
-    terminated) or a MAIL FROM."""
-    return Evidence(
-        stored=tuple(Stored(tls=bool(m["tls"])) for m in observed["received"]),
-        attacker_saw_body=any(row.get("kind") == "data" for row in observed["transcript"]),
-        attacker_saw_mail_from=any(c.get("saw_mail_from") for c in observed["connections"]))
 
 
 def judge(step: Step, seen: Evidence) -> Judgement:
@@ -206,23 +200,22 @@ async def live(scenario: Scenario, step: Step, topology: Topology, command: Sequ
             stdout.write(banner(scenario, step, topology, listeners(lab), ca, environ, command))
             stdout.flush()
             code, seen = await _supervise(lab, argv, environ, out=stdout)
-            observed = lab.observe()
-            observed["received"] = seen + observed["received"]
+            observed = lab.observe(seen)  # judged by core/evidence.py, as `run` judges a step
             stdout.write(summary(observed))
-            ev = evidence(observed)
+            ev = observed.evidence
             judged = judge(step, ev)
-            stdout.write(verdict_line(step, judged, len(observed["received"])))
+            stdout.write(verdict_line(step, judged, len(observed.received)))
             return {"scenario": scenario.id, "step": step.index + 1, "topology": topology.name,
                     "command": argv, "exit": code, "expect": step.expect,
                     "outcome": outcome(ev), "verdict": judged.verdict,
                     "reason": judged.reason, "attacker_saw_mail_from": ev.attacker_saw_mail_from,
-                    "attacker_saw_body": ev.attacker_saw_body, **observed}
+                    "attacker_saw_body": ev.attacker_saw_body, **observed.to_json()}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
-                     out: IO[str]) -> tuple[int, list[dict[str, Any]]]:
+                     out: IO[str]) -> tuple[int, list[StoredMessage]]:
     """Run `argv` to its end, printing each stored message as it arrives; the signals as the
     module docstring says (handled from before the command starts, so none is lost in
     between). Returns the exit status and the messages already taken."""
@@ -244,7 +237,7 @@ async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
                 *argv, env=environ, preexec_fn=lambda: _own_group(tty))
         except OSError as exc:
             raise LabError(f"cannot run {argv[0]!r}: {exc.strerror or exc}") from None
-        seen: list[dict[str, Any]] = []
+        seen: list[StoredMessage] = []
         waiter = asyncio.ensure_future(proc.wait())
         try:
             while not waiter.done():
@@ -252,7 +245,7 @@ async def _supervise(lab: Lab, argv: list[str], environ: dict[str, str], *,
                 for m in lab.receiver.take_messages():
                     out.write(stored_line(m) + "\n")
                     out.flush()
-                    seen.append(stored_json(m))
+                    seen.append(m)
                 if stop_with:
                     await _stop(proc.pid, waiter, stop_with[0])
             return shell_status(waiter.result()), seen
@@ -334,16 +327,14 @@ def run(scenario: Scenario, step: Step, topology: Topology, command: Sequence[st
     return int(record["exit"])
 
 
-def as_run_record(scenario: Scenario, step: Step, record: Mapping[str, Any]) -> dict[str, Any]:
+def as_run_record(scenario: Scenario, step: Step, record: Mapping[str, Any]) -> RunRecord:
     """The session as a one-cell run record (DESIGN §6), for the HTML story: the sender column
     is the command, its one step the lab's step with what was observed."""
-    from ..harness.runner import PairResult, RunRecord, attack_json
+    from ..harness.runner import attack_json, pair_record, run_record
 
-    shown = {k: v for k, v in record.items()
-             if k not in ("scenario", "step", "topology", "command", "exit")}
-    shown["attack"] = attack_json(step)
-    shown["sender_report"] = {"state": "unknown",
-                              "detail": f"{' '.join(record['command'])}: exit {record['exit']}"}
-    result = PairResult(scenario, "up: " + " ".join(record["command"]),
-                        Judgement(record["verdict"], record["reason"]), steps=[shown])
-    return RunRecord([result]).as_json()
+    shown = dataclasses.replace(
+        StepRecord.from_json(record), attack=attack_json(step),
+        sender_report=SenderReport("unknown", f"{' '.join(record['command'])}: exit {record['exit']}"))
+    result = pair_record(scenario, "up: " + " ".join(record["command"]),
+                         Judgement(record["verdict"], record["reason"]), steps=[shown])
+    return run_record([result])

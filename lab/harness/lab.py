@@ -12,22 +12,26 @@ import asyncio
 import base64
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from ..core.evidence import gather, split
 from ..core.model import Attack, Scenario, Step
+from ..core.record import StepRecord
+from ..core.recordparts import Connection, DnsQuery, PolicyFetch, Received, TlsReport, TranscriptEntry
 from ..core.tlsrpt import mailboxes
 from ..core.tlsrptcheck import tally
-from ..core.verdict import Evidence, ReportSeen, Stored
+from ..core.verdict import Evidence, ReportSeen
 from ..errors import LabError
 from ..senders.base import Message, SendReport
 from ..senders.env import LabEnv
 from ..services.base import Service
 from ..services.dns import ATTACKER_MX, DnsServer, build_zone
-from ..services.mitm import MitmProxy
+from ..services.mitm import ConnectionRecord, MitmProxy
 from ..services.policyhost import PolicyHost
-from ..services.receiver import Receiver
+from ..services.receiver import Receiver, StoredMessage
 from ..services.tlsrpt import TlsRptCollector, read_mailbox
 from .pki import PKI
 from .topology import LOOPBACK as LOOPBACK_TOPOLOGY
@@ -171,48 +175,39 @@ class Lab:
                 problems.append(str(exc))
         return "; ".join(problems) or None
 
-    def collect(self, step: Step, message: Message, report: SendReport
-                ) -> tuple[Evidence, dict[str, Any]]:
+    def collect(self, step: Step, message: Message, report: SendReport) -> Collected:
         """The evidence of one step, and what the run record shows of it."""
         assert self.proxy is not None
-        token = message.token.encode()
         messages = self.receiver.take_messages()
-        mine = [m for m in messages if token in m.data]
-        others = [m for m in messages if token not in m.data]
+        mine, others = split(messages, message.token)
         connections = self.proxy.take_records()
-        saw_body = any(token in c.client_plaintext for c in connections)
-        saw_mail_from = any(c.saw_mail_from for c in connections)
-        evidence = Evidence(
-            stored=tuple(Stored(tls=m.tls) for m in mine),
-            attacker_saw_body=saw_body,
-            attacker_saw_mail_from=saw_mail_from,
-            sender_state=report.state,
-            sender_detail=report.detail,
-            lab_error=self._errors(),
+        evidence = gather(messages, connections, token=message.token, sender_state=report.state,
+                          sender_detail=report.detail, lab_error=self._errors())
+        return Collected(evidence, tuple(received(m) for m in mine),
+                         tuple(received(m) for m in others), self._traffic(connections))
+
+    def observe(self, earlier: Sequence[StoredMessage] = ()) -> Observation:
+        """Everything recorded since `prepare()` (or the last take), with no message singled
+        out, judged as one session (`earlier`: messages already taken from the receiver): what
+        `downgrade-lab up` shows when its command ends."""
+        stored = [*earlier, *self.receiver.take_messages()]
+        connections = self.proxy.take_records() if self.proxy else []
+        return Observation(gather(stored, connections), tuple(received(m) for m in stored),
+                           self._traffic(connections),
+                           tuple(TlsReport.from_json(r.to_json())
+                                 for r in self.tlsrpt.take_reports()))
+
+    def _traffic(self, connections: Sequence[ConnectionRecord]) -> Traffic:
+        return Traffic(
+            dns_queries=_queries(self.dns.take_queries()),
+            policy_fetches=tuple(PolicyFetch.from_json(to_json(r))
+                                 for r in self.policyhost.take_requests()),
+            connections=tuple(Connection.from_json(_connection_json(c, self.capture))
+                              for c in connections),
+            transcript=_transcripts(connections),
         )
-        observed: dict[str, Any] = {
-            "received": [stored_json(m) for m in mine],
-            "other_mail": [stored_json(m) for m in others],
-            **self._traffic(connections),
-        }
-        return evidence, observed
 
-    def observe(self) -> dict[str, Any]:
-        """Everything recorded since `prepare()` (or the last take), as run-record JSON, with
-        no message singled out: what `downgrade-lab up` shows when its command ends."""
-        return {"received": [stored_json(m) for m in self.receiver.take_messages()],
-                **self._traffic(self.proxy.take_records() if self.proxy else []),
-                "tlsrpt_reports": [r.to_json() for r in self.tlsrpt.take_reports()]}
-
-    def _traffic(self, connections: list[Any]) -> dict[str, Any]:
-        return {
-            "dns_queries": to_json(self.dns.take_queries()),
-            "policy_fetches": to_json(self.policyhost.take_requests()),
-            "connections": [_connection_json(c, self.capture) for c in connections],
-            "transcript": [entry for i, c in enumerate(connections) for entry in _transcript(c, i)],
-        }
-
-    def collect_reports(self, step: Step) -> tuple[tuple[ReportSeen, ...], dict[str, Any]]:
+    def collect_reports(self, step: Step) -> Reports:
         """The TLS reports (RFC 8460) that arrived since `collect()`: POSTed to the collector or
         mailed to a `mailto:` of the step's TLS-RPT record (R-05), with the connections and DNS
         lookups their delivery made. Raises LabError if the collector itself failed."""
@@ -220,9 +215,9 @@ class Lab:
         self.tlsrpt.check()
         boxes = mailboxes(step.world.tlsrpt_records())
         messages = self.receiver.take_messages()
-        received = self.tlsrpt.take_reports() + read_mailbox(messages, boxes)
+        arrived = self.tlsrpt.take_reports() + read_mailbox(messages, boxes)
         seen = []
-        for r in received:
+        for r in arrived:
             counts = tally(r.report, step.world.domain)
             seen.append(ReportSeen(
                 channel=r.channel, problems=r.problems, covers_domain=counts is not None,
@@ -230,14 +225,85 @@ class Lab:
                 failures=counts.failures if counts else 0,
                 result_types=counts.result_types if counts else frozenset()))
         connections = self.proxy.take_records()
-        observed: dict[str, Any] = {
-            "tlsrpt_reports": [r.to_json() for r in received],
-            "report_connections": [_connection_json(c) for c in connections],
-            "report_transcript": [entry for i, c in enumerate(connections)
-                                  for entry in _transcript(c, i)],
-            "report_dns_queries": to_json(self.dns.take_queries()),
-        }
-        return tuple(seen), observed
+        return Reports(
+            seen=tuple(seen),
+            tlsrpt_reports=tuple(TlsReport.from_json(r.to_json()) for r in arrived),
+            report_connections=tuple(Connection.from_json(_connection_json(c))
+                                     for c in connections),
+            report_transcript=_transcripts(connections),
+            report_dns_queries=_queries(self.dns.take_queries()),
+        )
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What the DNS, the policy host and the attacker's proxy recorded in one phase."""
+
+    dns_queries: tuple[DnsQuery, ...] = ()
+    policy_fetches: tuple[PolicyFetch, ...] = ()
+    connections: tuple[Connection, ...] = ()
+    transcript: tuple[TranscriptEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Collected:
+    """`Lab.collect()`: the step's evidence and the record's parts for it."""
+
+    evidence: Evidence
+    received: tuple[Received, ...]  # copies of the step's message
+    other_mail: tuple[Received, ...]  # what else the receiver stored
+    traffic: Traffic
+
+
+@dataclass(frozen=True)
+class Reports:
+    """`Lab.collect_reports()`: the reports as judged, and the record's parts for them."""
+
+    seen: tuple[ReportSeen, ...]
+    tlsrpt_reports: tuple[TlsReport, ...]
+    report_connections: tuple[Connection, ...]
+    report_transcript: tuple[TranscriptEntry, ...]
+    report_dns_queries: tuple[DnsQuery, ...]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """`Lab.observe()`: an `up` session, judged as one."""
+
+    evidence: Evidence
+    received: tuple[Received, ...]
+    traffic: Traffic
+    tlsrpt_reports: tuple[TlsReport, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.traffic
+        return {"received": [m.to_json() for m in self.received],
+                "dns_queries": [q.to_json() for q in t.dns_queries],
+                "policy_fetches": [f.to_json() for f in t.policy_fetches],
+                "connections": [c.to_json() for c in t.connections],
+                "transcript": [e.to_json() for e in t.transcript],
+                "tlsrpt_reports": [r.to_json() for r in self.tlsrpt_reports]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Observation:
+        """From `to_json()` (the evidence is not in it: give it back empty)."""
+        step = StepRecord.from_json(data)
+        return cls(Evidence(), step.received,
+                   Traffic(step.dns_queries, step.policy_fetches, step.connections,
+                           step.transcript), step.tlsrpt_reports or ())
+
+
+def received(m: StoredMessage) -> Received:
+    return Received.from_json(stored_json(m))
+
+
+def _queries(queries: Sequence[Any]) -> tuple[DnsQuery, ...]:
+    return tuple(DnsQuery.from_json(to_json(q)) for q in queries)
+
+
+def _transcripts(connections: Sequence[ConnectionRecord]) -> tuple[TranscriptEntry, ...]:
+    return tuple(TranscriptEntry.from_json(entry)
+                 for i, c in enumerate(connections) for entry in _transcript(c, i))
 
 
 def stored_json(m: Any) -> dict[str, Any]:

@@ -9,24 +9,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from .. import __version__
 from ..core.model import Scenario, Step
-from ..core.verdict import (
-    Judgement,
-    combine,
-    exit_code,
-    judge_report,
-    judge_step,
-    outcome,
-    summary,
-    with_report,
+from ..core.record import (
+    AttackEntry,
+    PairRecord,
+    ReportCheck,
+    RunRecord,
+    SenderReport,
+    StepRecord,
 )
+from ..core.verdict import Judgement, combine, judge_report, judge_step, outcome, with_report
 from ..errors import LabError
 from ..senders.base import Message, Sender, SendReport
 from ..senders.registry import make_sender
-from .lab import Lab
+from .lab import Lab, Reports
 from .pki import PKI
 from .topology import LOOPBACK, Topology
 
@@ -39,60 +38,30 @@ DEADLINE_GRACE_S = 2.0
 FLUSH_TIMEOUT_S = 10.0
 
 
-@dataclass
-class PairResult:
-    scenario: Scenario
-    sender: str
-    judgement: Judgement
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    duration_s: float = 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario.id,
-            "sender": self.sender,
-            "verdict": self.judgement.verdict,
-            "reason": self.judgement.reason,
-            "title": self.scenario.title,
-            "rfc": list(self.scenario.rfc),
-            "tags": list(self.scenario.tags),
-            "file": self.scenario.path,
-            "duration_s": round(self.duration_s, 3),
-            "steps": self.steps,
-        }
+def pair_record(scenario: Scenario, sender: str, judgement: Judgement,
+                steps: Sequence[StepRecord] = (), duration_s: float = 0.0) -> PairRecord:
+    """The record of one (scenario, sender) pair."""
+    return PairRecord(scenario.id, sender, judgement.verdict, judgement.reason, scenario.title,
+                      tuple(scenario.rfc), tuple(scenario.tags), scenario.path,
+                      round(duration_s, 3), tuple(steps))
 
 
-@dataclass
-class RunRecord:
-    results: list[PairResult]
-    duration_s: float = 0.0
-
-    def counts(self) -> dict[str, int]:
-        return summary(r.judgement.verdict for r in self.results)
-
-    def exit_code(self) -> int:
-        return exit_code(self.counts())
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "results": [r.as_json() for r in self.results],
-            "summary": self.counts(),
-            "duration_s": round(self.duration_s, 3),
-        }
+def run_record(results: Sequence[PairRecord], duration_s: float = 0.0) -> RunRecord:
+    """The record of a whole run, stamped with this lab's version."""
+    return RunRecord(tuple(results), round(duration_s, 3), lab_version=__version__)
 
 
-def attack_json(step: Step) -> list[Any]:
+def attack_json(step: Step) -> tuple[AttackEntry, ...]:
     """A step's attacks as the run record shows them: a bare name, or a table when it has
     hosts or options (the scenario's own spelling)."""
-    out: list[Any] = []
+    out: list[AttackEntry] = []
     for a in step.attack:
         if a.hosts is None and a.kind in ("strip-starttls", "reject-starttls", "corrupt-starttls",
                                           "inject-response", "drop-sts-txt", "drop-tlsrpt-txt"):
-            out.append(a.kind)
+            out.append(AttackEntry(a.kind))
         else:
-            out.append({k: v for k, v in (("kind", a.kind), ("hosts", list(a.hosts) if a.hosts
-                        is not None else None), ("cert", a.cert), ("how", a.how)) if v is not None})
-    return out
+            out.append(AttackEntry(a.kind, a.hosts, a.cert, a.how, table=True))
+    return tuple(out)
 
 
 async def _send(sender: Sender, message: Message, step: Step) -> SendReport:
@@ -105,7 +74,7 @@ async def _send(sender: Sender, message: Message, step: Step) -> SendReport:
 
 
 async def run_pair(scenario: Scenario, sender_name: str, pki: PKI, *,
-                   capture: bool = False, topology: Topology = LOOPBACK) -> PairResult:
+                   capture: bool = False, topology: Topology = LOOPBACK) -> PairRecord:
     """One scenario against one sender, every step in order, sharing the sender's state.
     `capture`: keep the bytes that crossed the attacker in the record (for the pcap export)."""
     started = time.monotonic()
@@ -113,9 +82,9 @@ async def run_pair(scenario: Scenario, sender_name: str, pki: PKI, *,
     missing = scenario.needs() - sender.capabilities
     if missing:
         why = f"sender lacks {', '.join(sorted(missing))}"
-        return PairResult(scenario, sender_name, Judgement("SKIP", why))
+        return pair_record(scenario, sender_name, Judgement("SKIP", why))
     judgements: list[Judgement] = []
-    steps: list[dict[str, Any]] = []
+    steps: list[StepRecord] = []
     try:
         async with Lab(scenario, pki=pki, capture=capture, topology=topology) as lab:
             await sender.start(lab.env)
@@ -134,10 +103,10 @@ async def run_pair(scenario: Scenario, sender_name: str, pki: PKI, *,
     if worst.verdict != "PASS" and len(scenario.steps) > 1:
         index = judgements.index(worst)
         worst = Judgement(worst.verdict, f"step {index + 1}: {worst.reason}")
-    return PairResult(scenario, sender_name, worst, steps, time.monotonic() - started)
+    return pair_record(scenario, sender_name, worst, steps, time.monotonic() - started)
 
 
-async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, dict[str, Any]]:
+async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, StepRecord]:
     if step.after_s:
         advance = getattr(sender, "advance_clock", None)
         if advance is not None:
@@ -148,54 +117,54 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, di
     if report.state not in FINAL_STATES:
         # The sender cannot say (a real MTA still retrying): wait on the evidence instead.
         await lab.wait_for(message.token, time.monotonic() + step.deadline_s)
-    evidence, observed = lab.collect(step, message, report)
-    check, reports = await _tls_reports(lab, sender, step)
+    seen = lab.collect(step, message, report)
+    check, flush, reports = await _tls_reports(lab, sender, step)
+    evidence = seen.evidence
     judgement = with_report(judge_step(step.expect, step.tolerate, evidence, step.because), check)
-    record: dict[str, Any] = {
-        "attack": attack_json(step),
-        "expect": step.expect,
-        "outcome": outcome(evidence),
-        "verdict": judgement.verdict,
-        "reason": judgement.reason,
-        "attacker_saw_mail_from": evidence.attacker_saw_mail_from,
-        "attacker_saw_body": evidence.attacker_saw_body,
-        "token": message.token,
-        "sender_report": report.as_json(),
-        **observed,
-        **reports,
-    }
-    if step.tolerate:
-        record["tolerate"] = list(step.tolerate)
-    if step.because:
-        record["because"] = step.because
+    traffic = seen.traffic
+    record = StepRecord(
+        attack=attack_json(step), expect=step.expect, outcome=outcome(evidence),
+        verdict=judgement.verdict, reason=judgement.reason,
+        attacker_saw_mail_from=evidence.attacker_saw_mail_from,
+        attacker_saw_body=evidence.attacker_saw_body, token=message.token,
+        sender_report=SenderReport.from_json(report.as_json()),
+        received=seen.received, other_mail=seen.other_mail, dns_queries=traffic.dns_queries,
+        policy_fetches=traffic.policy_fetches, connections=traffic.connections,
+        transcript=traffic.transcript, **flush,
+        report_check=None if check is None or reports is None
+        else ReportCheck(check.verdict, check.reason),
+        tlsrpt_reports=None if reports is None else reports.tlsrpt_reports,
+        report_connections=None if reports is None else reports.report_connections,
+        report_transcript=None if reports is None else reports.report_transcript,
+        report_dns_queries=None if reports is None else reports.report_dns_queries,
+        tolerate=tuple(step.tolerate), because=step.because or "")
     return judgement, record
 
 
 async def _tls_reports(lab: Lab, sender: Sender, step: Step
-                       ) -> tuple[Judgement | None, dict[str, Any]]:
+                       ) -> tuple[Judgement | None, dict[str, Any], Reports | None]:
     """Let the sender flush its TLS reports, collect what arrived and judge the step's `report`
-    expectation. Runs after `lab.collect()`: a report mailed in the clear through the attacker
-    (R-03 demands it) is not the probe message's envelope crossing it (A-01)."""
-    extra: dict[str, Any] = {}
-    flush = getattr(sender, "flush_reports", None)
-    if flush is not None:
+    expectation: (the check, `report_flush` if the sender has one, the reports or None when
+    collecting them failed). Runs after `lab.collect()`: a report mailed in the clear through
+    the attacker (R-03 demands it) is not the probe message's envelope crossing it (A-01)."""
+    flush: dict[str, Any] = {}
+    flush_reports = getattr(sender, "flush_reports", None)
+    if flush_reports is not None:
         try:
-            sent = await asyncio.wait_for(flush(), FLUSH_TIMEOUT_S)
+            sent = await asyncio.wait_for(flush_reports(), FLUSH_TIMEOUT_S)
             if sent is not None:
-                extra["report_flush"] = sent  # the sender's own account of what it sent
+                flush["report_flush"] = sent  # the sender's own account of what it sent
         except TimeoutError:
-            extra["report_flush"] = f"flush_reports() did not finish within {FLUSH_TIMEOUT_S:g} s"
+            flush["report_flush"] = f"flush_reports() did not finish within {FLUSH_TIMEOUT_S:g} s"
     try:
-        seen, observed = lab.collect_reports(step)
+        reports = lab.collect_reports(step)
     except LabError as exc:
-        return Judgement("ERROR", f"lab error: {exc}"), extra
-    check = judge_report(step.report, seen, "tls-rpt" in sender.capabilities)
-    if check is not None:
-        extra["report_check"] = {"verdict": check.verdict, "reason": check.reason}
-    return check, extra | observed
+        return Judgement("ERROR", f"lab error: {exc}"), flush, None
+    check = judge_report(step.report, reports.seen, "tls-rpt" in sender.capabilities)
+    return check, flush, reports
 
 
-ProgressFn = Callable[[PairResult], None]
+ProgressFn = Callable[[PairRecord], None]
 
 
 async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs: int = 1,
@@ -205,7 +174,7 @@ async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs
     The isolated topology has fixed addresses and ports: one pair at a time."""
     started = time.monotonic()
     pairs = [(s, name) for s in scenarios for name in senders]
-    results: list[PairResult | None] = [None] * len(pairs)
+    results: list[PairRecord | None] = [None] * len(pairs)
     gate = asyncio.Semaphore(1 if topology.isolated else max(1, jobs))
     pki = PKI()
     try:
@@ -222,4 +191,4 @@ async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs
     finally:
         pki.close()
     done = [r for r in results if r is not None]
-    return RunRecord(done, time.monotonic() - started)
+    return run_record(done, time.monotonic() - started)

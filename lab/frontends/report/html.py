@@ -12,9 +12,12 @@ user may not have written, and SMTP lines from an attacker. Nothing is inserted 
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any
+from collections import Counter
 
+from ...core.record import AttackEntry, Attempt, PairRecord, RunRecord, SenderReport, StepRecord, as_run
+from ...core.recordparts import JSONObject
 from .svg import esc, moments, sequence_svg, timeline_svg
 from .terminal import cell_outcome, summary_line
 
@@ -71,12 +74,11 @@ svg .num{font-size:9px;fill:#fff}
 """
 
 
-def to_html(record: Any) -> str:
-    """The whole report for a run record (`RunRecord` or its `as_json()` dict)."""
-    if hasattr(record, "as_json"):
-        record = record.as_json()
-    results: list[dict[str, Any]] = list(record.get("results") or [])
-    counts = record.get("summary") or {}
+def to_html(record: RunRecord | JSONObject) -> str:
+    """The whole report for a run record (typed, or its JSON)."""
+    record = as_run(record)
+    results = record.results
+    counts = Counter(r.verdict for r in results)  # a hand-made record may hold odd verdicts
     chips = "".join(f'<span class="v-{v}">{counts.get(v, 0)} {v}</span>' for v in VERDICTS)
     stories = "".join(_story(i, r) for i, r in enumerate(results))
     return (
@@ -93,11 +95,11 @@ def to_html(record: Any) -> str:
         "</small></footer></body></html>\n")
 
 
-def _summary(record: dict[str, Any]) -> str:
+def _summary(record: RunRecord) -> str:
     try:
         return summary_line(record)
-    except (KeyError, TypeError):
-        return f"{len(record.get('results') or [])} runs"
+    except KeyError:  # a verdict that is none of the five
+        return f"{len(record.results)} runs"
 
 
 def _legend() -> str:
@@ -109,27 +111,27 @@ def _legend() -> str:
             '<span style="background:#ede9fe">TLS terminated by the attacker</span></p>')
 
 
-def _grid(results: list[dict[str, Any]]) -> str:
-    scenarios: dict[str, dict[str, Any]] = {}
+def _grid(results: tuple[PairRecord, ...]) -> str:
+    scenarios: dict[str, PairRecord] = {}
     senders: dict[str, None] = {}
     cells: dict[tuple[str, str], int] = {}
     for i, r in enumerate(results):
-        scenarios.setdefault(str(r.get("scenario")), r)
-        senders.setdefault(str(r.get("sender")), None)
-        cells[(str(r.get("scenario")), str(r.get("sender")))] = i
+        scenarios.setdefault(r.scenario, r)
+        senders.setdefault(r.sender, None)
+        cells[(r.scenario, r.sender)] = i
     head = "".join(f"<th>{esc(name)}</th>" for name in senders)
     rows = []
     for sid, first in scenarios.items():
-        row = [f'<td class="sid">{esc(sid)}<small>{esc(first.get("title") or "")}</small></td>']
+        row = [f'<td class="sid">{esc(sid)}<small>{esc(first.title)}</small></td>']
         for name in senders:
             index = cells.get((sid, name))
             if index is None:
                 row.append("<td></td>")
                 continue
             r = results[index]
-            verdict = _verdict(r.get("verdict"))
+            verdict = _verdict(r.verdict)
             row.append(f'<td><a class="cell v-{verdict}" href="#run-{index}" '
-                       f'title="{esc(r.get("reason") or verdict)}"><b>{verdict}</b>'
+                       f'title="{esc(r.reason or verdict)}"><b>{verdict}</b>'
                        f"<small>{esc(cell_outcome(r))}</small></a></td>")
         rows.append(f"<tr>{''.join(row)}</tr>")
     return (f'<table class="matrix"><thead><tr><th>scenario</th>{head}</tr></thead>'
@@ -141,21 +143,20 @@ def _verdict(value: object) -> str:
     return value if isinstance(value, str) and value in VERDICTS else "ERROR"
 
 
-def _story(i: int, r: dict[str, Any]) -> str:
-    verdict = _verdict(r.get("verdict"))
-    steps = list(r.get("steps") or [])
-    meta = [("scenario", r.get("scenario")), ("title", r.get("title")), ("sender", r.get("sender")),
-            ("conformance ids", ", ".join(r.get("rfc") or [])),
-            ("tags", ", ".join(r.get("tags") or [])), ("file", r.get("file")),
-            ("duration", f"{r.get('duration_s', 0)} s")]
-    body = "".join(_step(n, len(steps), step, str(r.get("sender"))) for n, step in
-                   enumerate(steps, start=1))
+def _story(i: int, r: PairRecord) -> str:
+    verdict = _verdict(r.verdict)
+    steps = r.steps
+    meta: list[tuple[str, object]] = [
+        ("scenario", r.scenario), ("title", r.title), ("sender", r.sender),
+        ("conformance ids", ", ".join(r.rfc)), ("tags", ", ".join(r.tags)), ("file", r.file),
+        ("duration", f"{r.duration_s} s")]
+    body = "".join(_step(n, len(steps), step, r.sender) for n, step in enumerate(steps, start=1))
     if not steps:
         body = "<p>No step ran.</p>"
     return (f'<section class="story" id="run-{i}"><a class="back" href="#matrix">✕ back to the '
-            f'matrix</a><h2>{esc(r.get("scenario"))} × {esc(r.get("sender"))} '
+            f'matrix</a><h2>{esc(r.scenario)} × {esc(r.sender)} '
             f'<span class="verdict v-{verdict}">{verdict}</span></h2>'
-            f"<p>{esc(r.get('reason') or 'every expectation met')}</p>"
+            f"<p>{esc(r.reason or 'every expectation met')}</p>"
             f"{_table(meta)}{body}</section>")
 
 
@@ -165,18 +166,18 @@ def _table(rows: list[tuple[str, object]]) -> str:
     return f'<table class="facts">{cells}</table>'
 
 
-def _step(n: int, total: int, step: dict[str, Any], sender: str) -> str:
-    verdict = _verdict(step.get("verdict"))
-    attack = ", ".join(_attack(a) for a in step.get("attack") or [])
+def _step(n: int, total: int, step: StepRecord, sender: str) -> str:
+    verdict = _verdict(step.verdict)
+    attack = ", ".join(_attack(a) for a in step.attack)
     head = (f'<h3>Step {n} of {total}: attack {esc(attack or "none")} · expected '
-            f'{esc(step.get("expect"))}, observed {esc(step.get("outcome"))} '
+            f'{esc(step.expect)}, observed {esc(step.outcome)} '
             f'<span class="verdict v-{verdict}">{verdict}</span></h3>')
-    reason = str(step.get("reason") or "")
+    reason = step.reason
     why = [esc(reason)]
-    if step.get("tolerate") and "tolerated" not in reason:
-        why.append(f"tolerated: {esc(', '.join(step['tolerate']))}")
-    if step.get("because") and str(step["because"]) not in reason:
-        why.append(f"because: {esc(step['because'])}")
+    if step.tolerate and "tolerated" not in reason:
+        why.append(f"tolerated: {esc(', '.join(step.tolerate))}")
+    if step.because and step.because not in reason:
+        why.append(f"because: {esc(step.because)}")
     points = moments(step)
     timeline = "".join(f"<tr><td>{k}</td><td>+{p.ms:.1f} ms</td><td>{esc(p.lane)}</td>"
                        f"<td>{esc(p.text)}</td></tr>" for k, p in enumerate(points, start=1))
@@ -188,76 +189,77 @@ def _step(n: int, total: int, step: dict[str, Any], sender: str) -> str:
                   timeline_svg(points),
                   f'<table class="facts"><tr><th>#</th><th>when</th><th>where</th><th>what</th>'
                   f"</tr>{timeline}</table>"]
-    if step.get("report_transcript"):  # a TLS report mailed through the attacker's proxy
+    if step.report_transcript:  # a TLS report mailed through the attacker's proxy
         parts += ["<h3>The TLS report's own delivery, through the attacker</h3>",
-                  sequence_svg({**step, "connections": step.get("report_connections") or [],
-                                "transcript": step["report_transcript"]}, sender)]
-    parts += [_sender_report(step.get("sender_report") or {}), _received(step)]
-    if "tlsrpt_reports" in step:
+                  sequence_svg(dataclasses.replace(step, connections=step.report_connections or (),
+                                                   transcript=step.report_transcript), sender)]
+    parts += [_sender_report(step.sender_report), _received(step)]
+    if step.tlsrpt_reports is not None:
         parts.append(_tlsrpt(step))
     return f'<div class="step">{"".join(parts)}</div>'
 
 
-def _tlsrpt(step: dict[str, Any]) -> str:
+def _tlsrpt(step: StepRecord) -> str:
     """The TLS reports (RFC 8460) that arrived during the step, and the step's check of them."""
-    reports = [r if isinstance(r, dict) else {"report": r} for r in step.get("tlsrpt_reports") or []]
-    check = step.get("report_check") or {}
-    verdict = _verdict(check.get("verdict")) if check else ""
-    head = (f' <span class="verdict v-{verdict}">{verdict}</span> {esc(check.get("reason") or "")}'
+    reports = step.tlsrpt_reports or ()
+    check = step.report_check
+    verdict = _verdict(check.verdict) if check else ""
+    head = (f' <span class="verdict v-{verdict}">{verdict}</span> {esc(check.reason)}'
             if check else "")
     rows = "".join(
-        _table([("channel", r.get("channel")), ("valid", r.get("valid")),
-                ("problems", "; ".join(map(str, r.get("problems") or [])))])
-        + f"<details><summary>the report</summary><pre>{esc(json.dumps(r.get('report'), indent=1))}"
+        _table([("channel", r.channel), ("valid", r.valid), ("problems", "; ".join(r.problems))])
+        + f"<details><summary>the report</summary><pre>{esc(json.dumps(r.report, indent=1))}"
         "</pre></details>" for r in reports)
-    flush = f"<p>The sender's account: {esc(_plain(step['report_flush']))}</p>" \
-        if step.get("report_flush") else ""
+    flush = f"<p>The sender's account: {esc(_plain(step.report_flush))}</p>" \
+        if step.has_report_flush and step.report_flush else ""
     return (f"<h3>TLS-RPT reports the sender sent ({len(reports)}){head}</h3>{flush}"
             f"{rows or '<p>None arrived.</p>'}")
 
 
-def _attack(a: object) -> str:
+def _attack(a: AttackEntry) -> str:
     """An attack as the scenario would name it: `kind(key=value, ...)`."""
-    if not isinstance(a, dict):
-        return str(a)
-    extra = ", ".join(f"{k}={_plain(v)}" for k, v in a.items() if k != "kind")
-    return f"{a.get('kind')}({extra})" if extra else str(a.get("kind"))
+    shown = a.to_json()
+    if not isinstance(shown, dict):
+        return str(shown)
+    extra = ", ".join(f"{k}={_plain(v)}" for k, v in shown.items() if k != "kind")
+    return f"{a.kind}({extra})" if extra else a.kind
 
 
-def _stolen(step: dict[str, Any]) -> str:
+def _stolen(step: StepRecord) -> str:
     """What the attacker read: the message itself (a red box) or only the clear preamble."""
-    token = str(step.get("token") or "")
-    read = [c for c in step.get("connections") or [] if c.get("attacker_read")]
+    token = step.token
+    read = [c for c in step.connections if c.attacker_read]
     if not read:
         return ""
     texts = []
     for c in read:
-        text = esc(c["attacker_read"])
+        text = esc(c.attacker_read)
         if token:
             text = text.replace(esc(token), f"<mark>{esc(token)}</mark>")
-        more = int(c.get("attacker_read_bytes") or 0) - len(c["attacker_read"].encode())
+        more = c.attacker_read_bytes - len(c.attacker_read.encode())
         tail = f"\n[… {more} more bytes]" if more > 0 else ""
-        texts.append(f"<p>from the connection to {esc(c.get('mx'))}:</p><pre>{text}{tail}</pre>")
-    if step.get("attacker_saw_body"):
+        texts.append(f"<p>from the connection to {esc(c.mx)}:</p><pre>{text}{tail}</pre>")
+    if step.attacker_saw_body:
         return ('<div class="stolen"><h3>The attacker read the message</h3>'
                 f"{''.join(texts)}</div>")
     return ("<details><summary>What the attacker read in the clear (no message)</summary>"
             f"{''.join(texts)}</details>")
 
 
-def _sender_report(report: dict[str, Any]) -> str:
-    rows: list[tuple[str, object]] = [("state", report.get("state")), ("detail", report.get("detail"))]
-    for key, value in report.items():
-        if key in ("state", "detail", "attempts"):
-            continue
-        rows.append((key, _plain(value)))
-    attempts = list(report.get("attempts") or [])
+_ATTEMPT_KEYS = [f.name for f in dataclasses.fields(Attempt)]
+
+
+def _sender_report(report: SenderReport) -> str:
+    rows: list[tuple[str, object]] = [("state", report.state), ("detail", report.detail)]
+    for key, value in report.extra.items():
+        if key != "attempts":
+            rows.append((key, _plain(value)))
+    attempts = report.attempts
     table = ""
     if attempts:
-        keys = list(dict.fromkeys(k for a in attempts for k in a))
-        head = "".join(f"<th>{esc(k)}</th>" for k in keys)
-        body = "".join("<tr>" + "".join(f"<td>{esc(_plain(a.get(k)))}</td>" for k in keys) + "</tr>"
-                       for a in attempts)
+        head = "".join(f"<th>{esc(k)}</th>" for k in _ATTEMPT_KEYS)
+        body = "".join("<tr>" + "".join(f"<td>{esc(_plain(getattr(a, k)))}</td>"
+                                        for k in _ATTEMPT_KEYS) + "</tr>" for a in attempts)
         table = f'<p>Attempts:</p><table class="facts"><tr>{head}</tr>{body}</table>'
     return f"<h3>The sender's own report</h3>{_table(rows)}{table}"
 
@@ -272,17 +274,16 @@ def _plain(value: object) -> str:
     return str(value)
 
 
-def _received(step: dict[str, Any]) -> str:
-    stored = list(step.get("received") or [])
+def _received(step: StepRecord) -> str:
+    stored = step.received
     if not stored:
         return "<h3>What the genuine receiver stored</h3><p>Nothing: the message was not delivered.</p>"
     out = []
     for m in stored:
-        tls = f"{m.get('tls_version')} {m.get('cipher')}, SNI {m.get('sni')}" if m.get("tls") \
-            else "no TLS (plaintext)"
-        out.append(_table([("mx", m.get("mx")), ("transport", tls), ("from", m.get("mail_from")),
-                           ("to", ", ".join(m.get("rcpt_tos") or [])), ("size", m.get("size")),
-                           ("queue id", m.get("queue_id"))])
-                   + f"<details><summary>the message</summary><pre>{esc(m.get('data') or '')}"
+        tls = f"{m.tls_version} {m.cipher}, SNI {m.sni}" if m.tls else "no TLS (plaintext)"
+        out.append(_table([("mx", m.mx), ("transport", tls), ("from", m.mail_from),
+                           ("to", ", ".join(m.rcpt_tos)), ("size", m.size),
+                           ("queue id", m.queue_id)])
+                   + f"<details><summary>the message</summary><pre>{esc(m.data)}"
                      "</pre></details>")
     return "<h3>What the genuine receiver stored</h3>" + "".join(out)

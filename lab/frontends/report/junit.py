@@ -7,6 +7,9 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from ...core.record import PairRecord, RunRecord, as_run
+from ...core.recordparts import JSONObject
+
 # Characters XML 1.0 cannot carry at all (§2.2); a reason may quote an SMTP line an attacker
 # wrote, and one ESC byte would make the whole file unparseable.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -16,31 +19,33 @@ def _xml_safe(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def _attachment(result: dict[str, Any]) -> str:
+def _attachment(result: PairRecord) -> str:
     """The result as JSON for system-out, without the pcap wire bytes (they have their own file)."""
-    steps = [{**step, "connections": [{k: v for k, v in c.items() if k != "wire"}
-                                      for c in step.get("connections") or []]}
-             for step in result.get("steps") or []]
-    return json.dumps({**result, "steps": steps}, indent=1)
+    data: dict[str, Any] = result.to_json()
+    for step in data["steps"]:
+        for c in step["connections"]:
+            c.pop("wire", None)
+    return json.dumps(data, indent=1)
 
 
-def to_junit(record: dict[str, Any]) -> bytes:
-    counts = record["summary"]
+def to_junit(record: RunRecord | JSONObject) -> bytes:
+    record = as_run(record)
+    counts = record.counts()
     suite = ET.Element("testsuite", {
         "name": "downgrade-lab",
-        "tests": str(len(record["results"])),
+        "tests": str(len(record.results)),
         "failures": str(counts["FAIL"]),
         "errors": str(counts["ERROR"]),
         "skipped": str(counts["SKIP"]),
-        "time": f"{record.get('duration_s', 0):.3f}",
+        "time": f"{record.duration_s:.3f}",
     })
-    for r in record["results"]:
+    for r in record.results:
         case = ET.SubElement(suite, "testcase", {
-            "classname": _xml_safe(f"downgrade-lab.{r['sender']}"),
-            "name": _xml_safe(r["scenario"]),
-            "time": f"{r.get('duration_s', 0):.3f}",
+            "classname": _xml_safe(f"downgrade-lab.{r.sender}"),
+            "name": _xml_safe(r.scenario),
+            "time": f"{r.duration_s:.3f}",
         })
-        verdict, reason = r["verdict"], _xml_safe(r["reason"])
+        verdict, reason = r.verdict, _xml_safe(r.reason)
         if verdict == "FAIL":
             ET.SubElement(case, "failure", {"message": reason, "type": "FAIL"}).text = reason
         elif verdict == "ERROR":

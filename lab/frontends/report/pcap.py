@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...core.record import RunRecord, StepRecord, as_run, as_step
+from ...core.recordparts import Connection, JSONObject
 from ...errors import LabError
 
 SENDER_IP = "192.0.2.10"  # RFC 5737 TEST-NET-1
@@ -86,23 +88,25 @@ class _Stream:
         self.emit(when + 2 * TICK, True, "A")
 
 
-def connection_packets(index: int, connection: dict[str, Any]) -> list[tuple[float, Any]]:
+def connection_packets(index: int, connection: Connection | JSONObject) -> list[tuple[float, Any]]:
     """The packets of one connection record (its `wire` chunks), both legs, in time order."""
-    if "wire" not in connection:
+    if not isinstance(connection, Connection):
+        connection = Connection.from_json(connection)
+    if connection.wire is None:
         raise LabError("the run record holds no wire capture: run with --pcap (capture=True)")
     sender_port = FIRST_PORT + 2 * index
     legs = {"sender": _Stream((SENDER_IP, sender_port), (ATTACKER_IP, SMTP_PORT)),
             "receiver": _Stream((ATTACKER_IP, sender_port + 1), (RECEIVER_IP, SMTP_PORT))}
-    chunks = connection["wire"]
-    started = float(connection.get("started") or (chunks[0]["time"] if chunks else 0.0))
-    used = {"sender"} | {_LEGS[c["direction"]][0] for c in chunks}
-    if not connection.get("continued"):
+    chunks = connection.wire
+    started = connection.started or (chunks[0].time if chunks else 0.0)
+    used = {"sender"} | {_LEGS[c.direction][0] for c in chunks}
+    if not connection.continued:
         for n, leg in enumerate(sorted(used, reverse=True)):  # the sender's leg opens first
             legs[leg].open(started + 3 * n * TICK)
     for chunk in chunks:
-        leg, from_client = _LEGS[chunk["direction"]]
-        legs[leg].send(float(chunk["time"]), from_client, base64.b64decode(chunk["data"]))
-    if not connection.get("live"):  # FINs after the last packet, split segments included
+        leg, from_client = _LEGS[chunk.direction]
+        legs[leg].send(chunk.time, from_client, base64.b64decode(chunk.data))
+    if not connection.live:  # FINs after the last packet, split segments included
         last = max([started, *(when for stream in legs.values() for when, _ in stream.packets)])
         for n, leg in enumerate(sorted(used, reverse=True)):
             legs[leg].close(last + (3 * n + 1) * TICK)
@@ -111,9 +115,9 @@ def connection_packets(index: int, connection: dict[str, Any]) -> list[tuple[flo
     return packets
 
 
-def step_packets(step: dict[str, Any]) -> list[Any]:
+def step_packets(step: StepRecord | JSONObject) -> list[Any]:
     """Every packet of one step, in time order."""
-    timed = [p for i, c in enumerate(step.get("connections", [])) for p in connection_packets(i, c)]
+    timed = [p for i, c in enumerate(as_step(step).connections) for p in connection_packets(i, c)]
     timed.sort(key=lambda p: p[0])
     return [packet for _, packet in timed]
 
@@ -130,19 +134,18 @@ def pcap_path(out_dir: Path, scenario: str, sender: str, step: int) -> Path:
     return out_dir.joinpath(*parts, f"{_safe(sender)}-step{step}.pcap")
 
 
-def write_pcaps(record: Any, out_dir: Path) -> list[Path]:
+def write_pcaps(record: RunRecord | JSONObject, out_dir: Path) -> list[Path]:
     """One pcap per step of every result in `record` (a `RunRecord` made with capture on, or
-    its `as_json()`); returns the files written. A step where nothing crossed the attacker
-    gets an empty capture, so every step has its file."""
-    if hasattr(record, "as_json"):
-        record = record.as_json()
+    its JSON); returns the files written. A step where nothing crossed the attacker gets an
+    empty capture, so every step has its file."""
+    record = as_run(record)
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)  # no banner noise on import
     from scapy.utils import PcapWriter
 
     written: list[Path] = []
-    for result in record.get("results", []):
-        for n, step in enumerate(result.get("steps", []), start=1):
-            path = pcap_path(out_dir, str(result["scenario"]), str(result["sender"]), n)
+    for result in record.results:
+        for n, step in enumerate(result.steps, start=1):
+            path = pcap_path(out_dir, result.scenario, result.sender, n)
             path.parent.mkdir(parents=True, exist_ok=True)
             packets = step_packets(step)
             writer = PcapWriter(str(path), linktype=LINKTYPE_RAW, sync=False)

@@ -1,7 +1,8 @@
 """SVG drawings for the HTML report: the sequence diagram of one step and its timeline.
 
-Pure functions from run-record dicts (DESIGN §6) to SVG text. Every string that came from the
-run (SMTP lines, host names, DNS answers) is attacker- or scenario-controlled: it goes through
+Pure functions from typed run-record steps (DESIGN §6, lab/core/record.py) to SVG text.
+Every string that came from the run (SMTP lines, host names, DNS answers) is attacker- or
+scenario-controlled: it goes through
 `esc()` and nowhere else. Colours are CSS classes defined in `lab.report.html.CSS`, so the page
 stays consistent and the diagram has no inline styles to escape.
 """
@@ -12,7 +13,9 @@ import difflib
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any
+
+from ...core.record import StepRecord, as_step
+from ...core.recordparts import Connection, JSONObject, TranscriptEntry
 
 # Geometry (px). The three lifelines; a label sits above its arrow inside one segment.
 X_SENDER, X_ATTACKER, X_RECEIVER = 150, 560, 970
@@ -156,34 +159,34 @@ class _Band:
     kind: str  # passthrough | intercepted
 
 
-def _tls_facts(step: dict[str, Any], mx: str) -> str:
-    for stored in step.get("received") or []:
-        if stored.get("mx") == mx and stored.get("tls"):
-            return (f"the receiver terminated {stored.get('tls_version') or 'TLS'} "
-                    f"{stored.get('cipher') or ''} SNI {stored.get('sni') or '-'}")
-    for attempt in (step.get("sender_report") or {}).get("attempts") or []:
-        if attempt.get("mx") == mx and attempt.get("tls"):
-            verified = "verified" if attempt.get("verified") else "NOT verified"
-            return f"sender: {attempt.get('tls_version') or 'TLS'}, certificate {verified}"
+def _tls_facts(step: StepRecord, mx: str) -> str:
+    for stored in step.received:
+        if stored.mx == mx and stored.tls:
+            return (f"the receiver terminated {stored.tls_version or 'TLS'} "
+                    f"{stored.cipher or ''} SNI {stored.sni or '-'}")
+    for attempt in step.sender_report.attempts:
+        if attempt.mx == mx and attempt.tls:
+            verified = "verified" if attempt.verified else "NOT verified"
+            return f"sender: {attempt.tls_version or 'TLS'}, certificate {verified}"
     return ""
 
 
-def _entry(c: _Canvas, e: dict[str, Any], step: dict[str, Any], conn: dict[str, Any],
+def _entry(c: _Canvas, e: TranscriptEntry, step: StepRecord, conn: Connection | None,
            bands: list[_Band]) -> None:
-    kind, said, heard = e.get("kind"), str(e.get("said") or ""), e.get("heard")
-    attack, origin = e.get("attack"), e.get("origin")
+    kind, said, heard = e.kind, e.said, e.heard
+    attack, origin = e.attack, e.origin
     if kind == "event":
         if said == "tls-passthrough":
             _note(c, "STARTTLS: TLS end to end, sender ⇄ receiver; the attacker copies "
                      "bytes it cannot read", "tls")
             bands.append(_Band(c.y - 22, "passthrough"))
-            up, down = conn.get("passthrough_to_receiver", 0), conn.get("passthrough_to_sender", 0)
+            up, down = (conn.passthrough_to_receiver, conn.passthrough_to_sender) if conn else (0, 0)
             _note(c, f"⇄ encrypted: {up} bytes to the receiver, {down} bytes to the sender", "tls")
-            facts = _tls_facts(step, str(conn.get("mx", "")))
+            facts = _tls_facts(step, conn.mx if conn else "")
             if facts:
                 _note(c, facts, "tls")
         elif said == "tls-intercepted":
-            cert = _cert(list(conn.get("attacks") or []))
+            cert = _cert(list(conn.attacks) if conn else [])
             _note(c, f"STARTTLS: the ATTACKER terminates TLS with a {cert} certificate "
                      "and opens its own TLS to the receiver", "atk")
             bands.append(_Band(c.y - 22, "intercepted"))
@@ -193,8 +196,8 @@ def _entry(c: _Canvas, e: dict[str, Any], step: dict[str, Any], conn: dict[str, 
     if kind in ("command", "data"):
         left = [_Label(said)]
         stop = "" if heard is not None else f"kept by the attacker ({attack or 'attack'})"
-        right = None if heard is None else [_Label(str(heard), "atk" if e.get("changed") else "said",
-                                                   note=f"renamed by {attack}" if e.get("changed")
+        right = None if heard is None else [_Label(heard, "atk" if e.changed else "said",
+                                                   note=f"renamed by {attack}" if e.changed
                                                    else "")]
         if kind == "data":  # the relay parses only what it can read: the attacker has it
             left = [_Label(said, "atk", note="the attacker reads the message")]
@@ -212,9 +215,9 @@ def _entry(c: _Canvas, e: dict[str, Any], step: dict[str, Any], conn: dict[str, 
         _row(c, None, right, left_to_right=False, left_cls="r", right_cls="r",
              stop="kept by the attacker")
         return
-    left = _heard_labels(said_lines, _lines(str(heard)), attack) if e.get("changed") else \
-        [_Label(line) for line in _lines(str(heard))]
-    _row(c, left, right, left_to_right=False, left_cls="a" if e.get("changed") else "r",
+    left = _heard_labels(said_lines, _lines(heard), attack) if e.changed else \
+        [_Label(line) for line in _lines(heard)]
+    _row(c, left, right, left_to_right=False, left_cls="a" if e.changed else "r",
          right_cls="r")
 
 
@@ -232,23 +235,24 @@ def _close_bands(c: _Canvas, bands: list[_Band]) -> None:
     bands.clear()
 
 
-def sequence_svg(step: dict[str, Any], sender: str) -> str:
+def sequence_svg(step: StepRecord | JSONObject, sender: str) -> str:
     """The step's SMTP dialogue as a sequence diagram: sender, attacker and receiver."""
+    step = as_step(step)
     c = _Canvas()
-    connections: list[dict[str, Any]] = list(step.get("connections") or [])
-    transcript: list[dict[str, Any]] = list(step.get("transcript") or [])
-    groups: dict[int, list[dict[str, Any]]] = {}
+    connections = step.connections
+    transcript = step.transcript
+    groups: dict[int, list[TranscriptEntry]] = {}
     for e in transcript:
-        groups.setdefault(int(e.get("connection", 0)), []).append(e)
+        groups.setdefault(e.connection, []).append(e)
     if not transcript:
         _note(c, "no SMTP connection crossed the attacker in this step")
     receivers: list[str] = []
     for index, entries in sorted(groups.items()):
-        conn = connections[index] if index < len(connections) else {}
-        mx = str(conn.get("mx") or entries[0].get("mx") or "?")
+        conn = connections[index] if 0 <= index < len(connections) else None
+        mx = (conn.mx if conn else "") or entries[0].mx or "?"
         receivers.append(mx)
-        attacks = ", ".join(conn.get("attacks") or []) or "none"
-        more = " (continued from the previous step)" if conn.get("continued") else ""
+        attacks = ", ".join(conn.attacks if conn else ()) or "none"
+        more = " (continued from the previous step)" if conn and conn.continued else ""
         c.over.append(f'<line x1="20" y1="{c.y + 4}" x2="{WIDTH - 20}" y2="{c.y + 4}" class="conn"/>')
         c.text(30, c.y + 18, f"connection {index + 1}: the sender dialled {mx}{more} · attacks: "
                f"{attacks}", "connh")
@@ -261,7 +265,7 @@ def sequence_svg(step: dict[str, Any], sender: str) -> str:
     height = c.y + 10
     # the genuine receiver: where the mail was stored, else the names the sender dialled (for
     # spoof-mx that is the attacker's own MX, which relays to the genuine one)
-    stored = [str(m.get("mx")) for m in step.get("received") or []]
+    stored = [m.mx for m in step.received]
     who = ", ".join(dict.fromkeys(stored or receivers)) or "receiver"
     heads = [(X_SENDER, "s", f"sender: {sender}"), (X_ATTACKER, "a", "attacker (on path)"),
              (X_RECEIVER, "r", f"genuine receiver: {who}")]
@@ -286,37 +290,36 @@ class Moment:
 LANES = ("DNS", "policy host", "SMTP", "receiver", "TLS-RPT")
 
 
-def moments(step: dict[str, Any]) -> list[Moment]:
+def moments(step: StepRecord | JSONObject) -> list[Moment]:
     """DNS answers, policy fetches, connections and stored mail of a step, in time order."""
+    step = as_step(step)
     raw: list[tuple[float, str, str, bool]] = []
-    for q in step.get("dns_queries") or []:
-        answers = "; ".join(q.get("answers") or []) or "no answer"
-        note = f" ({q['note']})" if q.get("note") else ""
-        raw.append((q.get("time", 0.0), "DNS", f"{q.get('qname')} {q.get('qtype')} → "
-                    f"{q.get('rcode')}: {answers}{note}", q.get("rcode") == "NOERROR"))
-    for f in step.get("policy_fetches") or []:
-        if f.get("blocked"):
-            text, ok = f"policy fetch blocked by the attacker: {f['blocked']}", False
+    for q in step.dns_queries:
+        answers = "; ".join(q.answers) or "no answer"
+        note = f" ({q.note})" if q.note else ""
+        raw.append((q.time, "DNS", f"{q.qname} {q.qtype} → {q.rcode}: {answers}{note}",
+                    q.rcode == "NOERROR"))
+    for f in step.policy_fetches:
+        if f.blocked:
+            text, ok = f"policy fetch blocked by the attacker: {f.blocked}", False
         else:
-            text = (f"{f.get('method')} https://{f.get('host') or f.get('sni')}{f.get('path')} "
-                    f"→ {f.get('status')}")
-            ok = f.get("status") == 200
-        raw.append((f.get("time", 0.0), "policy host", text, ok))
-    for i, conn in enumerate(step.get("connections") or []):
-        if not conn.get("continued"):
-            attacks = ", ".join(conn.get("attacks") or []) or "no attack"
-            raw.append((conn.get("started", 0.0), "SMTP",
-                        f"connection {i + 1} to {conn.get('mx')} ({attacks})", not conn.get("attacks")))
-    for m in step.get("received") or []:
-        how = f"over {m.get('tls_version')}" if m.get("tls") else "in plaintext"
-        safe = bool(m.get("tls")) and not step.get("attacker_saw_body")
-        raw.append((m.get("time", 0.0), "receiver", f"{m.get('mx')} stored the message {how}", safe))
-    for r in step.get("tlsrpt_reports") or []:
-        problems = "; ".join(r.get("problems") or [])
-        raw.append((r.get("time", 0.0), "TLS-RPT", f"report by {r.get('channel')}: "
-                    f"{'valid' if r.get('valid') else 'invalid'} {problems}".strip(),
-                    bool(r.get("valid"))))
-    raw = [r for r in raw if isinstance(r[0], int | float) and r[0] > 0]
+            text = f"{f.method} https://{f.host or f.sni}{f.path} → {f.status}"
+            ok = f.status == 200
+        raw.append((f.time, "policy host", text, ok))
+    for i, conn in enumerate(step.connections):
+        if not conn.continued:
+            attacks = ", ".join(conn.attacks) or "no attack"
+            raw.append((conn.started, "SMTP", f"connection {i + 1} to {conn.mx} ({attacks})",
+                        not conn.attacks))
+    for m in step.received:
+        how = f"over {m.tls_version}" if m.tls else "in plaintext"
+        safe = m.tls and not step.attacker_saw_body
+        raw.append((m.time, "receiver", f"{m.mx} stored the message {how}", safe))
+    for r in step.tlsrpt_reports or ():
+        problems = "; ".join(r.problems)
+        raw.append((r.time, "TLS-RPT", f"report by {r.channel}: "
+                    f"{'valid' if r.valid else 'invalid'} {problems}".strip(), r.valid))
+    raw = [r for r in raw if r[0] > 0]
     if not raw:
         return []
     t0 = min(r[0] for r in raw)

@@ -4,48 +4,50 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ...core.record import PairRecord, RunRecord, as_pair, as_run
+from ...core.recordparts import JSONObject
+
 STYLE = {"PASS": "bold green", "WEAK": "bold yellow", "FAIL": "bold red", "SKIP": "dim",
          "ERROR": "bold magenta"}
 
 
-def cell_outcome(result: dict[str, Any]) -> str:
+def cell_outcome(result: PairRecord | JSONObject) -> str:
     """The observed outcome shown in a cell: the deciding step's (first non-PASS), else the last."""
-    steps = result.get("steps") or []
+    steps = as_pair(result).steps
     for step in steps:
-        if step.get("verdict") != "PASS":
-            return str(step.get("outcome", ""))
-    return str(steps[-1].get("outcome", "")) if steps else ""
+        if step.verdict != "PASS":
+            return step.outcome
+    return steps[-1].outcome if steps else ""
 
 
 # Worst first, for the TLS-RPT suffix of a cell.
 _REPORT_ORDER = ("ERROR", "FAIL", "PASS", "SKIP")
 
 
-def cell_report(result: dict[str, Any]) -> str:
+def cell_report(result: PairRecord | JSONObject) -> str:
     """`report PASS|FAIL|SKIP` when a step checked the sender's TLS report (RFC 8460): the
     worst of those checks. "" when no step had a report expectation."""
-    seen = {str(s["report_check"]["verdict"]) for s in result.get("steps") or []
-            if isinstance(s.get("report_check"), dict)}
+    seen = {s.report_check.verdict for s in as_pair(result).steps if s.report_check is not None}
     for verdict in _REPORT_ORDER:
         if verdict in seen:
             return f"report {verdict}"
     return ""
 
 
-def _grid(record: dict[str, Any]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+def _grid(record: RunRecord) -> tuple[list[str], list[str], dict[tuple[str, str], PairRecord]]:
     scenarios: dict[str, None] = {}
     senders: dict[str, None] = {}
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in record["results"]:
-        scenarios.setdefault(r["scenario"], None)
-        senders.setdefault(r["sender"], None)
-        cells[(r["scenario"], r["sender"])] = r
+    cells: dict[tuple[str, str], PairRecord] = {}
+    for r in record.results:
+        scenarios.setdefault(r.scenario, None)
+        senders.setdefault(r.sender, None)
+        cells[(r.scenario, r.sender)] = r
     return list(scenarios), list(senders), cells
 
 
@@ -58,19 +60,22 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
-def reasons(record: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def reasons(record: RunRecord | JSONObject) -> list[tuple[str, str, str, str]]:
     """(verdict, scenario, sender, one-line reason) for every cell that is not a plain PASS."""
-    return [(r["verdict"], r["scenario"], r["sender"], printable(str(r["reason"])))
-            for r in record["results"] if r["verdict"] != "PASS"]
+    return [(r.verdict, r.scenario, r.sender, printable(r.reason))
+            for r in as_run(record).results if r.verdict != "PASS"]
 
 
-def summary_line(record: dict[str, Any]) -> str:
-    counts = record["summary"]
+def summary_line(record: RunRecord | JSONObject) -> str:
+    record = as_run(record)
+    counts = record.counts()
     parts = [f"{counts[v]} {v}" for v in ("PASS", "WEAK", "FAIL", "SKIP", "ERROR")]
-    return ", ".join(parts) + f" in {record.get('duration_s', 0):.1f} s"
+    return ", ".join(parts) + f" in {record.duration_s:.1f} s"
 
 
-def render(record: dict[str, Any], out: IO[str], *, colour: bool, width: int | None = None) -> None:
+def render(record: RunRecord | JSONObject, out: IO[str], *, colour: bool,
+           width: int | None = None) -> None:
+    record = as_run(record)
     if colour:
         _render_rich(record, Console(file=out, force_terminal=True, width=width,
                                      highlight=False))
@@ -78,7 +83,7 @@ def render(record: dict[str, Any], out: IO[str], *, colour: bool, width: int | N
         _render_plain(record, out)
 
 
-def _render_rich(record: dict[str, Any], console: Console) -> None:
+def _render_rich(record: RunRecord, console: Console) -> None:
     scenarios, senders, cells = _grid(record)
     table = Table(title="MTA-STS downgrade matrix", show_lines=False)
     table.add_column("scenario", style="bold")
@@ -91,7 +96,7 @@ def _render_rich(record: dict[str, Any], console: Console) -> None:
             if r is None:
                 row.append("")
                 continue
-            cell = Text.assemble((r["verdict"], STYLE[r["verdict"]]), " ",
+            cell = Text.assemble((r.verdict, STYLE[r.verdict]), " ",
                                  (cell_outcome(r), "dim"))
             rpt = cell_report(r)
             if rpt:
@@ -104,9 +109,9 @@ def _render_rich(record: dict[str, Any], console: Console) -> None:
     console.print(summary_line(record))
 
 
-def _render_plain(record: dict[str, Any], out: IO[str]) -> None:
+def _render_plain(record: RunRecord, out: IO[str]) -> None:
     scenarios, senders, cells = _grid(record)
-    texts = {k: " ".join(x for x in (r["verdict"], cell_outcome(r), cell_report(r)) if x)
+    texts = {k: " ".join(x for x in (r.verdict, cell_outcome(r), cell_report(r)) if x)
              for k, r in cells.items()}
     first = max([len("scenario"), *map(len, scenarios)])
     widths = [max([len(name), *(len(texts.get((s, name), "")) for s in scenarios)])
