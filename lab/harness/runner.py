@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.attackplan import shown_bare
 from ..core.model import Scenario, Step
 from ..core.verdict import (
     Judgement,
@@ -86,8 +87,7 @@ def attack_json(step: Step) -> list[Any]:
     hosts or options (the scenario's own spelling)."""
     out: list[Any] = []
     for a in step.attack:
-        if a.hosts is None and a.kind in ("strip-starttls", "reject-starttls", "corrupt-starttls",
-                                          "inject-response", "drop-sts-txt", "drop-tlsrpt-txt"):
+        if shown_bare(a):
             out.append(a.kind)
         else:
             out.append({k: v for k, v in (("kind", a.kind), ("hosts", list(a.hosts) if a.hosts
