@@ -301,22 +301,17 @@ def _cmd_senders(env: Environment) -> ExitStatus:
 
 
 def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from ..senders.registry import SENDERS, builtin_senders
+    from ..core.senderchoice import Refusal
+    from ..senders.registry import choose
     from .report.junit import to_junit
     from .report.terminal import render
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("downgrade-lab: -j takes a number of pairs from 1 up")
-    senders = list(dict.fromkeys(args.senders or builtin_senders()))  # each sender once
-    for name in senders:
-        if name not in SENDERS:
-            raise UsageError(f"downgrade-lab: unknown sender {name!r} (known: {', '.join(SENDERS)})")
-        ok, why = SENDERS[name].available()
-        if not ok:
-            raise UsageError(f"downgrade-lab: sender {name!r} cannot run here: {why}")
-        if not SENDERS[name].builtin and not args.isolate:
-            raise UsageError(f"downgrade-lab: sender {name!r} runs only with --isolate (a "
-                             "private network namespace with real ports and resolver)")
+    choice = choose(args.senders or (), isolate=args.isolate)
+    if isinstance(choice, Refusal):
+        raise UsageError(f"downgrade-lab: {choice.message}")
+    senders = list(choice.run)
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
