@@ -226,21 +226,10 @@ def _silence_stdout() -> None:
 
 
 def _dispatch(args: argparse.Namespace, env: Environment) -> int:
-    if args.command == "run":
-        return _cmd_run(args, env)
-    if args.command == "list":
-        return _cmd_list(args, env)
-    if args.command == "senders":
-        return _cmd_senders(env)
-    if args.command == "demo":
-        from .demo_view import command
-
-        return ExitStatus(command(args, env))
-    if args.command == "coverage":
-        return _cmd_coverage(args, env)
-    if args.command == "up":
-        return _cmd_up(args, env)
-    raise UsageError(f"unknown command {args.command!r}")
+    command = _COMMANDS.get(args.command)
+    if command is None:
+        raise UsageError(f"unknown command {args.command!r}")
+    return command(args, env)
 
 
 def _scenarios(paths: Sequence[str], keyword: str | None = None) -> list[Scenario]:
@@ -287,7 +276,7 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _cmd_senders(env: Environment) -> ExitStatus:
+def _cmd_senders(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from ..senders.registry import SENDERS
 
     width = max(len(n) for n in SENDERS)
@@ -366,6 +355,24 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
         return run_isolated(args.argv, foreground=True)
     return up.run(scenario, step, topology, command, stdout=env.stdout, json_file=args.json,
                   html_file=args.html)
+
+
+def _cmd_demo(args: argparse.Namespace, env: Environment) -> int:
+    from .demo_view import command
+
+    return ExitStatus(command(args, env))
+
+
+# The subcommands: name -> what runs it, with the parsed arguments and the environment.
+# Invariant: exactly the subparsers of build_parser() (a test checks), so none goes unhandled.
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Environment], int]] = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "senders": _cmd_senders,
+    "demo": _cmd_demo,
+    "coverage": _cmd_coverage,
+    "up": _cmd_up,
+}
 
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
