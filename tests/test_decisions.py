@@ -13,21 +13,11 @@ from typing import Literal
 import dnslib
 import pytest
 
-from downgrade_lab.core import attackplan, dnsserve, policyserve, scenario, verdict
+from downgrade_lab.core import attackplan, dnsserve, model, policyserve, scenario, verdict
 from downgrade_lab.core.attackplan import proxy_attacks, shown_bare, spoofs_mx, upstreams
 from downgrade_lab.core.dnsserve import Served, serve
 from downgrade_lab.core.dnszone import ATTACKER_MX, Zone, answer, build_zone, is_query
-from downgrade_lab.core.model import (
-    ATTACKS,
-    Attack,
-    DnsSpec,
-    MessageSpec,
-    PolicySpec,
-    ReceiverSpec,
-    Scenario,
-    Step,
-    World,
-)
+from downgrade_lab.core.model import ATTACKS, Attack, DnsSpec, PolicySpec, Scenario, Step, World
 from downgrade_lab.core.policyserve import (
     WELL_KNOWN,
     certificate,
@@ -121,7 +111,7 @@ def test_route(policy: PolicySpec | None, method: str, path: str, status: int) -
 
 
 # ---- the DNS server: answer, FORMERR or drop ---------------------------------------------------
-WORLD = World("example.test", DnsSpec(mx=(MX1,)), POLICY, ReceiverSpec(), MessageSpec())
+WORLD = World("example.test", DnsSpec(mx=(MX1,)), POLICY, model.ReceiverSpec(), model.MessageSpec())
 ZONE = build_zone(WORLD, {MX1: "127.0.0.1", DEFAULT: "127.0.0.1"})
 TIMEOUT_ZONE = build_zone(replace(WORLD, dns=replace(WORLD.dns, fault=((MX1, "timeout"),))), {MX1: "127.0.0.1"})
 QUERY = dnslib.DNSRecord.question(MX1, "A").pack()
