@@ -9,7 +9,7 @@ import gzip
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -325,7 +325,7 @@ FAILED = ReportSeen("mail", failures=1, result_types=SNS)
     ("R-01 none due, one sent", False, [OK], True, "FAIL", "sent 1 report(s) (https) although the domain has no usable TLS-RPT record (R-01)"),
     ("R-01 incapable", False, [], False, "SKIP", "sender lacks tls-rpt"),
 )
-def test_judge_report(expected: tuple[str, ...] | bool | None, reports: list[ReportSeen],
+def test_judge_report(expected: tuple[str, ...] | Literal[False] | None, reports: list[ReportSeen],
                       capable: bool, verdict: str | None, reason: str | None) -> None:
     got = judge_report(expected, reports, capable)
     if verdict is None:

@@ -210,6 +210,12 @@ def build_zone(world: World, addresses: Mapping[str, str], attacks: Sequence[Att
     return Zone(origins=origins, records=tuple(records), faults=faults)
 
 
+def is_query(header: dnslib.DNSHeader) -> bool:
+    """Whether a packet with `header` may be answered: never a response (QR set), so the lab
+    neither loops nor reflects. lab/core/dnsserve.py applies the same rule to broken packets."""
+    return not header.qr
+
+
 def _fail(reply: dnslib.DNSRecord, rcode: int) -> dnslib.DNSRecord:
     reply.rr = []
     reply.auth = []
@@ -220,8 +226,8 @@ def _fail(reply: dnslib.DNSRecord, rcode: int) -> dnslib.DNSRecord:
 def answer(zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None:
     """The reply to `request`, or None when the lab must stay silent (a `timeout` fault, or a
     packet that is itself a response)."""
-    if request.header.qr:
-        return None  # never answer answers: no loops, no reflection
+    if not is_query(request.header):
+        return None
     reply = request.reply()
     if request.header.opcode != dnslib.OPCODE.QUERY:
         return _fail(reply, dnslib.RCODE.NOTIMP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -188,39 +188,44 @@ def _dns(ctx: _Ctx, raw: Any, base: DnsSpec, key: str) -> DnsSpec:
     return spec
 
 
+def _policy_mx(ctx: _Ctx, value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ctx.error(key, f"must be a list of MX patterns, got {_show(value)}")
+    # Patterns are served as written (malformed ones are a legitimate test), so only the type
+    # is checked here.
+    return ctx.strings(value, key)
+
+
+def _policy_redirect(ctx: _Ctx, value: Any, key: str) -> str:
+    path = ctx.string(value, key)
+    if not path.startswith("/") or path == "/.well-known/mta-sts.txt":
+        raise ctx.error(key, f"{path!r} must be another absolute path, e.g. \"/moved.txt\"")
+    return path
+
+
+# How each [policy] key is read: key -> (ctx, value, its full key) -> the value of the
+# `PolicySpec` field of the same name. Invariants: the keys are exactly POLICY_KEYS; a problem
+# is a ScenarioError naming the key; keys are checked in this order, so the first bad key
+# named is always the same one.
+_POLICY_READERS: dict[str, Callable[[_Ctx, Any, str], Any]] = {
+    "mode": lambda ctx, v, k: ctx.choice(v, k, MODES),
+    "mx": _policy_mx,
+    "max_age": lambda ctx, v, k: ctx.integer(v, k, 0, 9_999_999_999),
+    "raw": lambda ctx, v, k: ctx.string(v, k),
+    "status": lambda ctx, v, k: ctx.integer(v, k, 100, 599),
+    "content_type": lambda ctx, v, k: ctx.string(v, k),
+    "cert": lambda ctx, v, k: ctx.choice(v, k, CERT_VARIANTS),
+    "delay_s": lambda ctx, v, k: ctx.number(v, k, 0, MAX_DEADLINE_S),
+    "pad_to": lambda ctx, v, k: ctx.integer(v, k, 0, MAX_PAD),
+    "trickle_s": lambda ctx, v, k: ctx.number(v, k, 0, MAX_DEADLINE_S),
+    "redirect": _policy_redirect,
+}
+
+
 def _policy(ctx: _Ctx, raw: Any, base: PolicySpec, key: str) -> PolicySpec:
     t = ctx.table(raw, key, POLICY_KEYS)
-    changes: dict[str, Any] = {}
-    if "mode" in t:
-        changes["mode"] = ctx.choice(t["mode"], f"{key}.mode", MODES)
-    if "mx" in t:
-        if not isinstance(t["mx"], list):
-            raise ctx.error(f"{key}.mx", f"must be a list of MX patterns, got {_show(t['mx'])}")
-        # Patterns are served as written (malformed ones are a legitimate test), so only the type
-        # is checked here.
-        changes["mx"] = ctx.strings(t["mx"], f"{key}.mx")
-    if "max_age" in t:
-        changes["max_age"] = ctx.integer(t["max_age"], f"{key}.max_age", 0, 9_999_999_999)
-    if "raw" in t:
-        changes["raw"] = ctx.string(t["raw"], f"{key}.raw")
-    if "status" in t:
-        changes["status"] = ctx.integer(t["status"], f"{key}.status", 100, 599)
-    if "content_type" in t:
-        changes["content_type"] = ctx.string(t["content_type"], f"{key}.content_type")
-    if "cert" in t:
-        changes["cert"] = ctx.choice(t["cert"], f"{key}.cert", CERT_VARIANTS)
-    if "delay_s" in t:
-        changes["delay_s"] = ctx.number(t["delay_s"], f"{key}.delay_s", 0, MAX_DEADLINE_S)
-    if "pad_to" in t:
-        changes["pad_to"] = ctx.integer(t["pad_to"], f"{key}.pad_to", 0, MAX_PAD)
-    if "trickle_s" in t:
-        changes["trickle_s"] = ctx.number(t["trickle_s"], f"{key}.trickle_s", 0, MAX_DEADLINE_S)
-    if "redirect" in t:
-        path = ctx.string(t["redirect"], f"{key}.redirect")
-        if not path.startswith("/") or path == "/.well-known/mta-sts.txt":
-            raise ctx.error(f"{key}.redirect", f"{path!r} must be another absolute path, e.g. \"/moved.txt\"")
-        changes["redirect"] = path
-    return replace(base, **changes)
+    return replace(base, **{name: read(ctx, t[name], f"{key}.{name}")
+                            for name, read in _POLICY_READERS.items() if name in t})
 
 
 def _receiver(ctx: _Ctx, raw: Any, base: ReceiverSpec, key: str) -> ReceiverSpec:

@@ -8,8 +8,9 @@ due).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 VERDICTS = ("PASS", "WEAK", "FAIL", "SKIP", "ERROR")
 # Severity for combining step verdicts into a scenario verdict: the worst wins.
@@ -68,26 +69,59 @@ _DESCRIBE = {
 }
 
 
+@dataclass(frozen=True)
+class _Step:
+    """The facts one step's delivery verdict is read from."""
+
+    expect: str
+    tolerate: Sequence[str]
+    evidence: Evidence
+    because: str
+    observed: str
+
+    @property
+    def met(self) -> bool:
+        return meets(self.expect, self.observed)
+
+    @property
+    def confidential(self) -> bool:
+        return self.met and self.expect in _CONFIDENTIAL
+
+    @property
+    def detail(self) -> str:
+        return f" ({self.evidence.sender_detail})" if self.evidence.sender_detail else ""
+
+
+# The delivery rules of a step: (applies, verdict, reason), the first rule that applies decides.
+# Invariants: a lab error is ERROR before anything else counts (the sender is not at fault); an
+# expected outcome is PASS only if the attacker learnt nothing where the expectation demands
+# it (A-01) and a due deferral was no bounce (A-02); a missed expectation is WEAK only when the
+# step tolerates the outcome, else FAIL; the last rule always applies.
+_STEP_RULES: tuple[tuple[Callable[[_Step], bool], str, Callable[[_Step], str]], ...] = (
+    (lambda s: bool(s.evidence.lab_error), "ERROR",
+     lambda s: f"lab error: {s.evidence.lab_error}"),
+    (lambda s: s.confidential and s.evidence.attacker_saw_body, "FAIL",
+     lambda s: "the attacker read the message body (A-01)" + s.detail),
+    # RFC 8461 §5 (A-01): the envelope must not cross a host that failed validation.
+    (lambda s: s.confidential and s.evidence.attacker_saw_mail_from, "FAIL",
+     lambda s: "MAIL FROM crossed the attacker in the clear (A-01)" + s.detail),
+    # RFC 8461 §5 (A-02): enforcement failures are temporary, never a bounce.
+    (lambda s: s.met and s.expect == "not-delivered" and s.evidence.sender_state == "bounced",
+     "FAIL", lambda s: "bounced the message instead of deferring it (A-02)" + s.detail),
+    (lambda s: s.met, "PASS", lambda s: ""),
+    (lambda s: s.observed in s.tolerate, "WEAK",
+     lambda s: f"{_DESCRIBE[s.observed]}, tolerated" + (f": {s.because}" if s.because else "")),
+    (lambda s: True, "FAIL",
+     lambda s: f"{_DESCRIBE[s.observed]}, expected {_DESCRIBE[s.expect]}{s.detail}"),
+)
+
+
 def judge_step(expect: str, tolerate: Sequence[str], evidence: Evidence,
                because: str = "") -> Judgement:
-    if evidence.lab_error:
-        return Judgement("ERROR", f"lab error: {evidence.lab_error}")
-    observed = outcome(evidence)
-    detail = f" ({evidence.sender_detail})" if evidence.sender_detail else ""
-    if meets(expect, observed):
-        if expect in _CONFIDENTIAL and evidence.attacker_saw_body:
-            return Judgement("FAIL", "the attacker read the message body (A-01)" + detail)
-        if expect in _CONFIDENTIAL and evidence.attacker_saw_mail_from:
-            # RFC 8461 §5 (A-01): the envelope must not cross a host that failed validation.
-            return Judgement("FAIL", "MAIL FROM crossed the attacker in the clear (A-01)" + detail)
-        if expect == "not-delivered" and evidence.sender_state == "bounced":
-            # RFC 8461 §5 (A-02): enforcement failures are temporary, never a bounce.
-            return Judgement("FAIL", "bounced the message instead of deferring it (A-02)" + detail)
-        return Judgement("PASS", "")
-    if observed in tolerate:
-        why = f": {because}" if because else ""
-        return Judgement("WEAK", f"{_DESCRIBE[observed]}, tolerated{why}")
-    return Judgement("FAIL", f"{_DESCRIBE[observed]}, expected {_DESCRIBE[expect]}{detail}")
+    """A step's delivery verdict: the first of `_STEP_RULES` that applies."""
+    facts = _Step(expect, tolerate, evidence, because, outcome(evidence))
+    return next(Judgement(verdict, reason(facts))
+                for applies, verdict, reason in _STEP_RULES if applies(facts))
 
 
 def combine(judgements: Iterable[Judgement]) -> Judgement:
@@ -115,45 +149,96 @@ def _types(types: Iterable[str]) -> str:
     return ", ".join(sorted(types)) or "none"
 
 
-def judge_report(expected: tuple[str, ...] | bool | None, reports: Sequence[ReportSeen],
-                 capable: bool) -> Judgement | None:
+def _more(r: ReportSeen) -> str:
+    return f" (+{len(r.problems) - 1} more)" if len(r.problems) > 1 else ""
+
+
+def _mismatch(r: ReportSeen, want: frozenset[str]) -> str:
+    missing, extra = want - r.result_types, r.result_types - want
+    why = [f"lacks {_types(missing)}"] if missing else []
+    why += [f"has unexpected {_types(extra)}"] if extra else []
+    return f"report by {r.channel} {' and '.join(why)}"
+
+
+# What makes one report that arrived wrong, given the result types `want` the step expects
+# (empty: successes only): (applies, reason of the FAIL), checked in order for every report.
+# Invariants: a report is judged on its content only once it is valid and covers the
+# recipient domain; with `want` empty it must count successes and no failure, otherwise it must
+# carry exactly `want`. A report no rule applies to is a good one.
+_REPORT_RULES: tuple[tuple[Callable[[ReportSeen, frozenset[str]], bool],
+                           Callable[[ReportSeen, frozenset[str]], str]], ...] = (
+    (lambda r, want: bool(r.problems),
+     lambda r, want: f"invalid report by {r.channel}: {r.problems[0]}{_more(r)}"),
+    (lambda r, want: not r.covers_domain,
+     lambda r, want: f"report by {r.channel} has no policies entry for the recipient domain"),
+    (lambda r, want: not want and bool(r.failures or r.result_types),
+     lambda r, want: f"report by {r.channel} has {r.failures} failed session(s) "
+                     f"({_types(r.result_types)}) where every session succeeded"),
+    (lambda r, want: not want and not r.successes,
+     lambda r, want: f"report by {r.channel} counts no successful session"),
+    (lambda r, want: bool(want) and r.result_types != want, _mismatch),
+)
+
+
+@dataclass(frozen=True)
+class _Reports:
+    """The facts a step's TLS-RPT check is read from (an expectation is stated)."""
+
+    expected: tuple[str, ...] | Literal[False]
+    reports: Sequence[ReportSeen]
+    capable: bool
+
+    @property
+    def none_due(self) -> bool:
+        return self.expected is False
+
+    @property
+    def want(self) -> frozenset[str]:
+        return frozenset(self.expected or ())
+
+    @property
+    def channels(self) -> str:
+        return ", ".join(sorted({r.channel for r in self.reports}))
+
+    @property
+    def fault(self) -> str | None:
+        """Why the first wrong report is wrong (`_REPORT_RULES`), None if every one is right."""
+        return next((reason(r, self.want) for r in self.reports
+                     for applies, reason in _REPORT_RULES if applies(r, self.want)), None)
+
+
+# The TLS-RPT check of a step that states an expectation: (applies, verdict, reason), the
+# first rule that applies decides. Invariants: a sender without `tls-rpt` is SKIP before any
+# report counts; with `report = false` (R-01) any report is a FAIL and none is a PASS; with
+# result types to report, no report is a FAIL and every report must pass `_REPORT_RULES`; the
+# last rule always applies.
+_CHECK_RULES: tuple[tuple[Callable[[_Reports], bool], str, Callable[[_Reports], str]], ...] = (
+    (lambda c: not c.capable, "SKIP", lambda c: "sender lacks tls-rpt"),
+    (lambda c: c.none_due and bool(c.reports), "FAIL",
+     lambda c: f"sent {len(c.reports)} report(s) ({c.channels}) although the domain has no "
+               "usable TLS-RPT record (R-01)"),
+    (lambda c: c.none_due, "PASS", lambda c: ""),
+    (lambda c: not c.reports, "FAIL",
+     lambda c: f"no TLS report arrived (expected result types: {_types(c.want)})"),
+    (lambda c: c.fault is not None, "FAIL", lambda c: c.fault or ""),
+    (lambda c: True, "PASS", lambda c: ""),
+)
+
+
+def judge_report(expected: tuple[str, ...] | Literal[False] | None,
+                 reports: Sequence[ReportSeen], capable: bool) -> Judgement | None:
     """The step's TLS-RPT check (R-02, R-04, R-05), None when the step states no expectation.
 
     `expected`: the result types every report must carry for the step's failures, exactly;
     `()`: successes only; False: no report may arrive (R-01: no usable record). A sender
     without the `tls-rpt` capability is SKIP, never FAIL. Every report that arrived counts, by
-    mail and by HTTPS alike: each must be valid and say the same."""
+    mail and by HTTPS alike: each must be valid and say the same. The first of `_CHECK_RULES`
+    that applies decides."""
     if expected is None:
         return None
-    if not capable:
-        return Judgement("SKIP", "sender lacks tls-rpt")
-    if expected is False or expected is True:
-        if reports:
-            via = ", ".join(sorted({r.channel for r in reports}))
-            return Judgement("FAIL", f"sent {len(reports)} report(s) ({via}) although the "
-                             "domain has no usable TLS-RPT record (R-01)")
-        return Judgement("PASS", "")
-    want = frozenset(expected)
-    if not reports:
-        return Judgement("FAIL", f"no TLS report arrived (expected result types: {_types(want)})")
-    for r in reports:
-        if r.problems:
-            more = f" (+{len(r.problems) - 1} more)" if len(r.problems) > 1 else ""
-            return Judgement("FAIL", f"invalid report by {r.channel}: {r.problems[0]}{more}")
-        if not r.covers_domain:
-            return Judgement("FAIL", f"report by {r.channel} has no policies entry for the "
-                             "recipient domain")
-        if not want and (r.failures or r.result_types):
-            return Judgement("FAIL", f"report by {r.channel} has {r.failures} failed session(s) "
-                             f"({_types(r.result_types)}) where every session succeeded")
-        if not want and not r.successes:
-            return Judgement("FAIL", f"report by {r.channel} counts no successful session")
-        if want and r.result_types != want:
-            missing, extra = want - r.result_types, r.result_types - want
-            why = [f"lacks {_types(missing)}"] if missing else []
-            why += [f"has unexpected {_types(extra)}"] if extra else []
-            return Judgement("FAIL", f"report by {r.channel} {' and '.join(why)}")
-    return Judgement("PASS", "")
+    facts = _Reports(expected, reports, capable)
+    return next(Judgement(verdict, reason(facts))
+                for applies, verdict, reason in _CHECK_RULES if applies(facts))
 
 
 def with_report(delivery: Judgement, report: Judgement | None) -> Judgement:

@@ -237,29 +237,10 @@ def _silence_stdout() -> None:
 
 
 def _dispatch(args: argparse.Namespace, env: Environment) -> int:
-    if args.command == "run":
-        return _cmd_run(args, env)
-    if args.command == "list":
-        return _cmd_list(args, env)
-    if args.command == "senders":
-        return _cmd_senders(env)
-    if args.command == "setup-senders":
-        from ..senders.real.datadir import setup_senders
-
-        return ExitStatus.OK if setup_senders(env.stderr) == 0 else ExitStatus.FAILED
-    if args.command == "merge":
-        return _cmd_merge(args, env)
-    if args.command == "scenarios":
-        return _cmd_export(args, env)
-    if args.command == "demo":
-        from .demo_view import command
-
-        return ExitStatus(command(args, env))
-    if args.command == "coverage":
-        return _cmd_coverage(args, env)
-    if args.command == "up":
-        return _cmd_up(args, env)
-    raise UsageError(f"unknown command {args.command!r}")
+    command = _COMMANDS.get(args.command)
+    if command is None:
+        raise UsageError(f"unknown command {args.command!r}")
+    return command(args, env)
 
 
 def _scenarios(paths: Sequence[str], keyword: str | None = None) -> list[Scenario]:
@@ -332,7 +313,7 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return ExitStatus.OK
 
 
-def _cmd_senders(env: Environment) -> ExitStatus:
+def _cmd_senders(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from ..senders.registry import SENDERS
 
     width = max(len(n) for n in SENDERS)
@@ -346,20 +327,15 @@ def _cmd_senders(env: Environment) -> ExitStatus:
 
 
 def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from ..senders.registry import SENDERS, builtin_senders
+    from ..core.senderchoice import Refusal
+    from ..senders.registry import choose
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("downgrade-lab: -j takes a number of pairs from 1 up")
-    senders = list(dict.fromkeys(args.senders or builtin_senders()))  # each sender once
-    for name in senders:
-        if name not in SENDERS:
-            raise UsageError(f"downgrade-lab: unknown sender {name!r} (known: {', '.join(SENDERS)})")
-        ok, why = SENDERS[name].available()
-        if not ok:
-            raise UsageError(f"downgrade-lab: sender {name!r} cannot run here: {why}")
-        if not SENDERS[name].builtin and not args.isolate:
-            raise UsageError(f"downgrade-lab: sender {name!r} runs only with --isolate (a "
-                             "private network namespace with real ports and resolver)")
+    choice = choose(args.senders or (), isolate=args.isolate)
+    if isinstance(choice, Refusal):
+        raise UsageError(f"downgrade-lab: {choice.message}")
+    senders = list(choice.run)
     scenarios = _scenarios(args.paths, args.keyword)
     if not scenarios:
         raise UsageError("downgrade-lab: no scenario matches")
@@ -401,6 +377,12 @@ def _report(record: RunRecord, args: argparse.Namespace, env: Environment) -> Ex
     return ExitStatus(record.exit_code())
 
 
+def _cmd_setup_senders(args: argparse.Namespace, env: Environment) -> ExitStatus:
+    from ..senders.real.datadir import setup_senders
+
+    return ExitStatus.OK if setup_senders(env.stderr) == 0 else ExitStatus.FAILED
+
+
 def _cmd_merge(args: argparse.Namespace, env: Environment) -> ExitStatus:
     from ..core.record import RunRecord
     from .merge import join, load
@@ -438,6 +420,27 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
         return run_isolated(args.argv, foreground=True)
     return up.run(scenario, step, topology, command, stdout=env.stdout, json_file=args.json,
                   html_file=args.html)
+
+
+def _cmd_demo(args: argparse.Namespace, env: Environment) -> int:
+    from .demo_view import command
+
+    return ExitStatus(command(args, env))
+
+
+# The subcommands: name -> what runs it, with the parsed arguments and the environment.
+# Invariant: exactly the subparsers of build_parser() (a test checks), so none goes unhandled.
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Environment], int]] = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "senders": _cmd_senders,
+    "demo": _cmd_demo,
+    "coverage": _cmd_coverage,
+    "up": _cmd_up,
+    "merge": _cmd_merge,
+    "scenarios": _cmd_export,
+    "setup-senders": _cmd_setup_senders,
+}
 
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,

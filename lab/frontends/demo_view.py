@@ -31,15 +31,18 @@ TONE_STYLE = {"good": "bold green", "bad": "bold red", "plain": ""}
 
 def command(args: argparse.Namespace, env: Environment) -> int:
     """`downgrade-lab demo [NAME] [--sender NAME] [--pause] [--html FILE]`."""
-    from ..senders.registry import SENDERS
+    from ..core.senderchoice import UNAVAILABLE, Refusal
+    from ..senders.registry import choose
 
     try:
         specs = pick(args.name)
     except ValueError as exc:
         raise UsageError(f"downgrade-lab demo: {exc}") from None
-    info = SENDERS.get(args.sender)
-    if info is None or not info.builtin:
-        raise UsageError(f"downgrade-lab demo: --sender takes a built-in sender, not {args.sender!r}")
+    choice = choose([args.sender], isolate=None)  # the demo runs on loopback only
+    if isinstance(choice, Refusal):
+        raise UsageError(f"downgrade-lab demo: {choice.message}" if choice.reason == UNAVAILABLE
+                         else f"downgrade-lab demo: --sender takes a built-in sender, not "
+                         f"{args.sender!r}")
     if args.html:
         outputs.prepare(args.html)  # before the acts run, not after
     results = asyncio.run(run_acts(specs, args.sender))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ..core.model import Scenario
     from ..core.record import PairRecord, StepRecord
     from ..core.recordparts import TranscriptEntry
+    from ..core.senderchoice import SenderChoice
     from ..harness.pki import PKI
 
 __all__ = ["LabItem", "lab_pki", "lab_scenario", "make_lab"]
@@ -119,7 +120,6 @@ def _check_senders(config: pytest.Config) -> None:
     turn them into collection errors and exit 1)."""
     from ..core.scenariofiles import locate
     from ..errors import ScenarioError
-    from ..senders.registry import SENDERS
 
     for path in config.getoption("lab_scenarios"):
         try:
@@ -128,22 +128,18 @@ def _check_senders(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--lab-scenarios {exc}") from None
         if not where.exists():
             raise pytest.UsageError(f"--lab-scenarios {path}: no such file or folder")
-
-    for name in config.getoption("lab_sender"):
-        info = SENDERS.get(name)
-        if info is None:
-            raise pytest.UsageError(f"--lab-sender: unknown sender {name!r} "
-                                    f"(known: {', '.join(SENDERS)})")
-        if not info.builtin:
-            raise pytest.UsageError(f"--lab-sender: {name!r} is a real MTA: it runs only in a "
-                                    "private network namespace (`downgrade-lab run --isolate`)")
+    _senders(config)
 
 
-def _senders(config: pytest.Config) -> list[str]:
-    from ..senders.registry import builtin_senders
+def _senders(config: pytest.Config) -> SenderChoice:
+    """The senders every scenario runs against; one that cannot run here has its tests skipped."""
+    from ..core.senderchoice import Refusal
+    from ..senders.registry import choose
 
-    chosen: list[str] = config.getoption("lab_sender")
-    return list(dict.fromkeys(chosen)) or builtin_senders()
+    choice = choose(config.getoption("lab_sender"), isolate=None, unavailable="skip")
+    if isinstance(choice, Refusal):
+        raise pytest.UsageError(f"--lab-sender: {choice.message}")
+    return choice
 
 
 @pytest.hookimpl(tryfirst=True)  # before the `-k`/`-m` deselection sees the list
@@ -176,7 +172,7 @@ class LabScenarios(pytest.Collector):
     `<path>::<scenario id>[<sender>]`: the path part keeps pytest's cwd-relative display and
     JUnit's classname right, the name is the id `downgrade-lab run` shows."""
 
-    def __init__(self, *, given: str, senders: list[str], seen: set[str], **kw: Any) -> None:
+    def __init__(self, *, given: str, senders: SenderChoice, seen: set[str], **kw: Any) -> None:
         super().__init__(**kw)
         self.given = given  # as typed: scenario files are named that way in failures
         self.senders = senders
@@ -185,14 +181,12 @@ class LabScenarios(pytest.Collector):
     def collect(self) -> Iterator[LabItem]:
         from ..core.scenario import discover
         from ..errors import LabError
-        from ..senders.registry import SENDERS
 
         try:
             scenarios = discover([self.given])
         except LabError as exc:
             raise self.CollectError(f"bad scenario: {exc}") from None
-        unavailable = {name: SENDERS[name].available()[1] for name in self.senders
-                       if not SENDERS[name].available()[0]}
+        unavailable = dict(self.senders.skip)
         for scenario in scenarios:
             # one file reached twice runs once; two files with one id (from different
             # --lab-scenarios folders) are two tests: their node ids differ by the folder
@@ -200,7 +194,7 @@ class LabScenarios(pytest.Collector):
             if key in self.seen:
                 continue
             self.seen.add(key)
-            for sender in self.senders:
+            for sender in self.senders.run:
                 name = f"{scenario.id}[{sender}]"
                 item = LabItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}",
                                            path=Path(scenario.path).resolve(),

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from ..core.attackplan import proxy_attacks, spoofs_mx, upstreams
 from ..core.evidence import gather, split
-from ..core.model import Attack, Scenario, Step
+from ..core.model import Scenario, Step
+from ..core.policyserve import trickle_interval
 from ..core.record import StepRecord
 from ..core.recordparts import Connection, DnsQuery, PolicyFetch, Received, TlsReport, TranscriptEntry
 from ..core.tlsrpt import mailboxes
@@ -73,7 +75,8 @@ class Lab:
         self.pki = pki or PKI()
         hosts = scenario.mx_hosts()
         # Where every host listens and what DNS answers for it (lab/harness/topology.py).
-        plan = self.plan = topology.plan(self.domain, hosts, ATTACKER_MX if self._spoofed() else None)
+        plan = self.plan = topology.plan(self.domain, hosts,
+                                         ATTACKER_MX if spoofs_mx(scenario) else None)
         self.receiver = Receiver(self.pki, hosts, {self.domain}, bind_host=plan.receivers)
         self.policyhost = PolicyHost(self.pki, self.domain, bind_host=plan.policy.host,
                                      port=plan.policy.port)
@@ -95,13 +98,11 @@ class Lab:
             for service in (self.receiver, self.policyhost, self.dns, self.tlsrpt):
                 await service.start()
                 self._started.append(service)
-            hosts = self.scenario.mx_hosts()
-            upstreams = {h: self.receiver.addresses[h] for h in hosts}
-            if ATTACKER_MX in self.plan.mx:
-                # spoof-mx: the attacker's own MX relays to the genuine receiver it displaced
-                upstreams[ATTACKER_MX] = self.receiver.addresses[hosts[0]]
+            relays = upstreams(self.scenario.mx_hosts(), list(self.plan.mx))
             listen = {h: (e.host, e.port) for h, e in self.plan.mx.items()}
-            self.proxy = MitmProxy(upstreams, bind_host=LOOPBACK, pki=self.pki, listen=listen,
+            self.proxy = MitmProxy({h: self.receiver.addresses[genuine]
+                                    for h, genuine in relays.items()},
+                                   bind_host=LOOPBACK, pki=self.pki, listen=listen,
                                    capture=self.capture)
             await self.proxy.start()
             self._started.append(self.proxy)
@@ -116,9 +117,6 @@ class Lab:
         self._env = LabEnv(domain=self.domain, dns_host=self.plan.dns.host, dns_port=self.dns.port,
                            ca_file=self.pki.ca_file, ports=ports, host_addresses=addresses,
                            topology=self.topology.name, workdir=self.pki.dir)
-
-    def _spoofed(self) -> bool:
-        return any(a.kind == "spoof-mx" for step in self.scenario.steps for a in step.attack)
 
     async def stop(self) -> None:
         """Stop every service that started, in reverse order. Idempotent."""
@@ -141,17 +139,10 @@ class Lab:
         assert self.proxy is not None
         world = step.world
         self.dns.set_zone(build_zone(world, self._addresses, step.attacks("dns")))
-        policy = world.policy
-        trickle = policy.trickle_s / max(1, len(policy.body())) if policy and policy.trickle_s else 0.0
-        self.policyhost.configure(policy, step.attacks("policy"), trickle_s=trickle)
+        self.policyhost.configure(world.policy, step.attacks("policy"),
+                                  trickle_s=trickle_interval(world.policy))
         self.receiver.configure(world.receiver)
-        proxy_attacks = list(step.attacks("proxy"))
-        for spoof in step.attacks("dns"):
-            if spoof.kind == "spoof-mx":
-                # The attacker's MX holds a certificate valid for its own name and reads the mail.
-                proxy_attacks.append(Attack("intercept-tls", hosts=(ATTACKER_MX,),
-                                            cert=spoof.cert or "valid"))
-        self.proxy.set_attacks(proxy_attacks)
+        self.proxy.set_attacks(proxy_attacks(step))
         self.dns.take_queries()
         self.policyhost.take_requests()
         self.tlsrpt.take_reports()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
+from ..core.attackplan import shown_bare
 from ..core.model import Scenario, Step
 from ..core.record import (
     AttackEntry,
@@ -56,8 +57,7 @@ def attack_json(step: Step) -> tuple[AttackEntry, ...]:
     hosts or options (the scenario's own spelling)."""
     out: list[AttackEntry] = []
     for a in step.attack:
-        if a.hosts is None and a.kind in ("strip-starttls", "reject-starttls", "corrupt-starttls",
-                                          "inject-response", "drop-sts-txt", "drop-tlsrpt-txt"):
+        if shown_bare(a):
             out.append(AttackEntry(a.kind))
         else:
             out.append(AttackEntry(a.kind, a.hosts, a.cert, a.how, table=True))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+from ..core.senderchoice import Refusal, SenderChoice, choose_senders
 from ..errors import SenderError
 from .base import Sender
 
@@ -61,8 +63,19 @@ SENDERS: dict[str, SenderInfo] = {
 }
 
 
+def choose(requested: Sequence[str], *, isolate: bool | None,
+           unavailable: Literal["refuse", "skip"] = "refuse") -> SenderChoice | Refusal:
+    """Which of `requested` run (none: the built-in senders), decided by the core's
+    `choose_senders` on this registry's facts."""
+    return choose_senders(requested, {n: info.builtin for n, info in SENDERS.items()},
+                          lambda name: SENDERS[name].available(), isolate=isolate,
+                          unavailable=unavailable)
+
+
 def builtin_senders() -> list[str]:
-    return [name for name, info in SENDERS.items() if info.builtin and info.available()[0]]
+    """Every built-in sender that can run here: what runs when none is asked for."""
+    choice = choose((), isolate=None)
+    return list(choice.run) if isinstance(choice, SenderChoice) else []
 
 
 def make_sender(name: str) -> Sender:

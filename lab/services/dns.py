@@ -10,15 +10,11 @@ import asyncio
 import contextlib
 import errno
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
-import dnslib
-from dnslib.buffer import BufferError as DnsBufferError
-from dnslib.dns import DNSError
-from dnslib.label import DNSLabelError
-
-from ..core.dnszone import ATTACKER_MX, Zone, answer, build_zone, rr_text, type_name, wire
+from ..core.dnsserve import serve
+from ..core.dnszone import ATTACKER_MX, Zone, answer, build_zone
 from ..errors import ServiceError
 from .base import Service, listening_address, require_lab_address
 
@@ -159,47 +155,13 @@ class DnsServer(Service):
 
     def respond(self, data: bytes, transport: str, client: str = "") -> bytes | None:
         """Bytes to send back for the packet `data` (None: send nothing), recording the query.
-        A malformed packet gets FORMERR when its header parses, else it is dropped."""
-        seen = DnsQuery(time.time(), transport, "", "", "", client=client)
+        What to answer, FORMERR or nothing is lab/core/dnsserve.py's `serve()`."""
+        arrived = time.time()
         try:
-            request = dnslib.DNSRecord.parse(data)
-        except Exception as exc:  # dnslib raises several kinds on garbage
-            return self._malformed(seen, data, exc)
-        if request.questions:
-            seen = replace(seen, qname=str(request.q.qname), qtype=type_name(request.q.qtype))
-        if request.header.qr:  # answer() never answers answers
-            self._queries.append(replace(seen, rcode="DROPPED", note="a response, not a query"))
-            return None
-        try:
-            reply = answer(self.zone, request)
-            out = b"" if reply is None else wire(request, reply, transport)
-        except (DNSLabelError, DNSError, DnsBufferError) as exc:
-            # dnslib parses names it cannot write back (a "label" of 64 to 191 bytes, whose
-            # length byte is really a reserved label type): the asker's packet was malformed
-            # after all. Found by scripts/fuzz_atheris.py.
-            return self._malformed(seen, data, exc)
+            served = serve(self.zone, data, transport)
         except Exception as exc:  # a bug of ours: stay silent, let check() tell
             self.record_error(exc)
             return None
-        if reply is None:
-            self._queries.append(replace(seen, rcode="TIMEOUT"))
-            return None
-        truncated = transport == "udp" and bool(out[2] & 0x02)  # the TC bit of the header
-        self._queries.append(replace(seen, rcode=str(dnslib.RCODE.get(reply.header.rcode)),
-                                     answers=tuple(rr_text(rr) for rr in reply.rr),
-                                     note="truncated (TC): too big for UDP" if truncated else ""))
-        return out
-
-    def _malformed(self, seen: DnsQuery, data: bytes, exc: Exception) -> bytes | None:
-        seen = replace(seen, note=f"malformed packet ({len(data)} bytes): {exc}")
-        try:
-            header = dnslib.DNSHeader.parse(dnslib.Buffer(data[:12])) if len(data) >= 12 else None
-        except Exception:
-            header = None
-        if header is None or header.qr:
-            self._queries.append(replace(seen, rcode="DROPPED"))
-            return None
-        self._queries.append(replace(seen, rcode="FORMERR"))
-        formerr = dnslib.RCODE.FORMERR
-        reply = dnslib.DNSHeader(id=header.id, qr=1, opcode=header.opcode, rcode=formerr)
-        return bytes(dnslib.DNSRecord(reply).pack())
+        self._queries.append(DnsQuery(arrived, transport, served.qname, served.qtype, served.rcode,
+                                      answers=served.answers, note=served.note, client=client))
+        return served.out

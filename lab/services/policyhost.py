@@ -1,7 +1,8 @@
 """HTTPS policy host of the lab (DESIGN §2): `https://mta-sts.D/.well-known/mta-sts.txt`.
 
-What is served is decided by the pure `route()`; `PolicyHost` moves bytes and records what it
-saw: every TLS handshake (with the SNI the client sent, F-10) and every HTTP request.
+What is served, which certificate answers and how `block-policy-fetch` takes a connection are
+decided in lab/core/policyserve.py; `PolicyHost` moves bytes and records what it saw: every
+TLS handshake (with the SNI the client sent, F-10) and every HTTP request.
 
 Every connection is accepted as plain TCP and tracked from the start (so `configure()` and
 `stop()` can close even one stuck in its TLS handshake); the mode in force when it arrives
@@ -20,7 +21,6 @@ returns (connections wait in the kernel's backlog until the event loop adopts th
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 import struct
@@ -32,47 +32,25 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.model import BLOCK_HOWS, Attack, PolicySpec
-from ..errors import LabError, ServiceError
+from ..core.model import Attack, PolicySpec
+from ..core.policyserve import (
+    SERVE,
+    WELL_KNOWN,
+    Reply,
+    certificate,
+    fetch_mode,
+    route,
+    trickles,
+)
+from ..errors import ServiceError
 from ..harness.pki import PKI
 from .base import HttpsHost, require_lab_address
 
-WELL_KNOWN = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2 (F-01)
+__all__ = ["WELL_KNOWN", "Handshake", "PolicyHost", "PolicyRequest", "Reply", "route"]
+
 SHUTDOWN_GRACE_S = 0.1  # how long stop() lets a handler finish before cancelling it
 BACKLOG = 128
 HANDSHAKE_TIMEOUT_S = 60.0  # a client that stalls inside the TLS handshake is dropped then
-_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What to answer: status, headers in order, body."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-def _text(status: int, message: str) -> Reply:
-    return Reply(status, (("Content-Type", "text/plain"),), message.encode() + b"\n")
-
-
-def route(policy: PolicySpec | None, method: str, path: str) -> Reply:
-    """The answer to `method path` while `policy` is configured (None: the domain has none)."""
-    if policy is None:
-        return _text(404, "no MTA-STS policy here")
-    if method not in ("GET", "HEAD"):
-        return Reply(405, (("Allow", "GET, HEAD"), ("Content-Type", "text/plain")), b"")
-    if policy.redirect is not None and path == WELL_KNOWN:
-        # RFC 8461 §3.3 (F-03): a conformant sender stops here; one that follows the
-        # redirect finds the policy below and gives itself away.
-        return Reply(301, (("Location", policy.redirect), ("Content-Type", "text/plain")), b"")
-    if path == (policy.redirect or WELL_KNOWN):
-        # Exactly the configured Content-Type: F-05 cases need `text/html` or a bare type
-        # without the charset aiohttp would otherwise add.
-        return Reply(policy.status, (("Content-Type", policy.content_type),), policy.body())
-    return _text(404, "not found")
 
 
 @dataclass(frozen=True)
@@ -110,7 +88,7 @@ class _Conn(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         host, how = self._host, self._host._mode
         host._track(transport)
-        if how == "serve":
+        if how == SERVE:
             transport.pause_reading()  # the ClientHello waits for the TLS layer
             host._spawn(host._upgrade(transport))
             return
@@ -135,7 +113,7 @@ class PolicyHost(HttpsHost):
                  port: int = 0) -> None:
         super().__init__(pki, domain, bind_host=bind_host, port=port)
         self._policy: PolicySpec | None = None
-        self._mode = "serve"  # serve | refused | reset | timeout
+        self._mode = SERVE  # serve | refused | reset | timeout (policyserve.MODES)
         self._trickle_s = 0.0
         self._requests: list[PolicyRequest] = []
         self._handshakes: list[Handshake] = []
@@ -159,13 +137,7 @@ class PolicyHost(HttpsHost):
         """Serve `policy` (None: 404 everywhere) under the policy-layer `attacks`, with the body
         sent one byte every `trickle_s` seconds when that is above 0 (F-06). Connections open
         from an earlier step are closed so the new setting holds for every later fetch."""
-        mode = "serve"
-        for attack in attacks:
-            if attack.kind == "block-policy-fetch":
-                mode = attack.how or "refused"
-        if mode not in ("serve", *BLOCK_HOWS):
-            allowed = ", ".join(BLOCK_HOWS)
-            raise LabError(f"block-policy-fetch how must be one of {allowed}, got {mode!r}")
+        mode = fetch_mode(attacks)
         self._policy, self._mode, self._trickle_s = policy, mode, trickle_s
         if self._holder is not None:
             self._switch()
@@ -287,9 +259,7 @@ class PolicyHost(HttpsHost):
         """SNI callback: present the certificate for the name asked for (the default identity
         when none or a non-host name was sent), in the configured variant, and record it."""
         try:
-            asked = (server_name or "").lower().rstrip(".")
-            identity = asked if _HOSTNAME.fullmatch(asked) else self.policy_host
-            variant = self._policy.cert if self._policy is not None else "valid"
+            identity, variant = certificate(server_name, self._policy, self.policy_host)
             conn.context = self.pki.server_context(identity, variant)
             self._sni[conn] = server_name
             self._handshakes.append(Handshake(time.time(), server_name, identity, variant))
@@ -342,7 +312,7 @@ class PolicyHost(HttpsHost):
             raise
         if policy is not None and policy.delay_s > 0:
             await asyncio.sleep(policy.delay_s)  # the configured slowness, not a readiness wait
-        if trickle_s > 0 and reply.body and request.method == "GET":
+        if trickles(trickle_s, reply, request.method):
             return await self._trickle(request, reply, trickle_s)
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
 

@@ -1,0 +1,76 @@
+"""What the lab's DNS does with one packet (DESIGN §2, §3), pure: lab/services/dns.py moves the
+bytes and timestamps the record.
+
+One rule decides which packets get no answer at all: a response (QR set) is never answered,
+so the lab neither loops nor reflects, and neither is a packet too broken to have a header.
+A malformed query whose header parses gets FORMERR (RFC 1035 §4.1.1), whatever broke later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dnslib
+from dnslib.buffer import BufferError as DnsBufferError
+from dnslib.dns import DNSError
+from dnslib.label import DNSLabelError
+
+from .dnszone import Zone, answer, is_query, rr_text, type_name, wire
+
+HEADER_SIZE = 12  # RFC 1035 §4.1.1
+DROPPED = "DROPPED"  # the rcode field of a packet not worth an answer
+TIMEOUT = "TIMEOUT"  # the rcode field when a `timeout` fault kept the lab silent
+FORMERR = "FORMERR"
+
+
+@dataclass(frozen=True)
+class Served:
+    """What became of one packet: the bytes to send back (None: nothing) and what the query
+    log records of it."""
+
+    out: bytes | None
+    rcode: str  # the rcode sent, TIMEOUT or DROPPED
+    qname: str = ""
+    qtype: str = ""
+    answers: tuple[str, ...] = ()  # the answer section, one zone-file line per record
+    note: str = ""  # what was odd: a malformed packet, a response, an answer truncated for UDP
+
+
+def serve(zone: Zone, data: bytes, transport: str) -> Served:
+    """Answer the packet `data` that arrived over `transport` (udp | tcp) from `zone`.
+    Exceptions other than dnslib's own parse and encode errors are bugs of the lab's."""
+    try:
+        request = dnslib.DNSRecord.parse(data)
+    except Exception as exc:  # dnslib raises several kinds on garbage
+        return _malformed(data, exc, "", "")
+    qname = str(request.q.qname) if request.questions else ""
+    qtype = type_name(request.q.qtype) if request.questions else ""
+    if not is_query(request.header):
+        return Served(None, DROPPED, qname, qtype, note="a response, not a query")
+    try:
+        reply = answer(zone, request)
+        out = None if reply is None else wire(request, reply, transport)
+    except (DNSLabelError, DNSError, DnsBufferError) as exc:
+        # dnslib parses names it cannot write back (a "label" of 64 to 191 bytes, whose
+        # length byte is really a reserved label type): the asker's packet was malformed
+        # after all. Found by scripts/fuzz_atheris.py.
+        return _malformed(data, exc, qname, qtype)
+    if reply is None or out is None:
+        return Served(None, TIMEOUT, qname, qtype)
+    truncated = transport == "udp" and bool(out[2] & 0x02)  # the TC bit of the header
+    return Served(out, str(dnslib.RCODE.get(reply.header.rcode)), qname, qtype,
+                  answers=tuple(rr_text(rr) for rr in reply.rr),
+                  note="truncated (TC): too big for UDP" if truncated else "")
+
+
+def _malformed(data: bytes, exc: Exception, qname: str, qtype: str) -> Served:
+    note = f"malformed packet ({len(data)} bytes): {exc}"
+    try:
+        header = (dnslib.DNSHeader.parse(dnslib.Buffer(data[:HEADER_SIZE]))
+                  if len(data) >= HEADER_SIZE else None)
+    except Exception:  # a header too broken to parse is no header
+        header = None
+    if header is None or not is_query(header):
+        return Served(None, DROPPED, qname, qtype, note=note)
+    reply = dnslib.DNSHeader(id=header.id, qr=1, opcode=header.opcode, rcode=dnslib.RCODE.FORMERR)
+    return Served(bytes(dnslib.DNSRecord(reply).pack()), FORMERR, qname, qtype, note=note)
