@@ -207,7 +207,7 @@ def test_isolate_without_root_or_user_namespaces_is_one_line_exit_2(
     import downgrade_lab.harness.isolate
     from downgrade_lab.frontends.cli import main
 
-    monkeypatch.setattr(downgrade_lab.harness.isolate.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # the module isolate reads it from
     monkeypatch.setattr(downgrade_lab.harness.isolate, "_rootless_missing",
                         lambda: "newuidmap/newgidmap (install the `uidmap` package)")
     assert main(["run", str(SCENARIOS / "baseline" / "healthy.toml"), "--isolate"]) == 2
