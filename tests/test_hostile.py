@@ -268,8 +268,9 @@ async def test_disconnect_mid_data_stores_nothing(framed: Framed, target: str, l
         records = await framed.records()
         assert [e.kind for r in records for e in r.transcript].count("data") == 0  # never ended
         assert events(records)[-1] == "sender closed the connection"
-    else:
-        await asyncio.sleep(0.1)  # let the receiver see the end before the next session
+    else:  # the receiver has seen the end (and stored nothing) before the next session
+        await asyncio.wait_for(framed.receiver.wait_idle(), WAIT_S)
+        assert not any(b"the first half" in m.data for m in framed.receiver.messages)
     await framed.after(target)
 
 

@@ -14,13 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from downgrade_lab.senders.registry import SENDERS
+from tests.events import wait_until
 from tests.isolation import isolation_problem as _isolation_problem
 from tests.isolation import leftovers, need_isolation
 
@@ -184,10 +184,8 @@ def test_ctrl_c_stops_the_run_and_cleans_up(tmp_path: Path, run_tmp: Path) -> No
     proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "run", "--isolate", "--sender",
                              "postfix-mta-sts", str(SCENARIOS / "strip")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
     # interrupt while a Postfix instance and its resolver daemon are running
-    while not any(tmp.rglob("dgl-pfm-*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: any(tmp.rglob("dgl-pfm-*")), 20, "a Postfix instance folder")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
