@@ -192,12 +192,22 @@ def test_ctrl_c_stops_the_run_and_cleans_up(tmp_path: Path, run_tmp: Path) -> No
     assert leftovers(run_tmp) == []
 
 
-def test_real_sender_without_isolate_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("installed", [True, False], ids=["installed", "missing"])
+def test_real_sender_without_isolate_is_one_line_exit_2(
+        installed: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from downgrade_lab.frontends.cli import main
+    from downgrade_lab.senders.real.postfix import PostfixSender
 
+    # The same on every machine, whether Postfix is installed here or not (a fresh one has none)
+    why = "" if installed else "postfix not found: install Debian's postfix (make real-setup)"
+    monkeypatch.setattr(PostfixSender, "available", classmethod(lambda cls: (installed, why)))
     assert main(["run", str(SCENARIOS / "baseline" / "healthy.toml"), "--sender", "postfix"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--isolate" in err
+    assert err.count("\n") == 1 and err.startswith("downgrade-lab: sender 'postfix' ")
+    if installed:
+        assert "--isolate" in err
+    else:  # either problem may come first; the line names one of them
+        assert "--isolate" in err or "postfix not found" in err
 
 
 def test_isolate_without_root_or_user_namespaces_is_one_line_exit_2(
