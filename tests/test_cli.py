@@ -167,11 +167,16 @@ def test_closed_stdout_and_stderr_are_survived(tmp_path: Path) -> None:
 
 
 def _signal_mid_run(proc: subprocess.Popen[str], tmp: Path, signum: signal.Signals) -> str:
-    """Send `signum` once the run is well under way: its first pair has finished (the progress
-    line on stderr), so labs are running and the PKI's keys are on disk under `tmp`. Returns
-    all of stderr, once the process has ended."""
+    """Send `signum` once the run is under way: its first pair has finished (the progress line
+    on stderr), labs are running and the PKI's keys are on disk under `tmp`. Returns all of
+    stderr, once the process has ended.
+
+    Not earlier, at the first listening socket: with SIGINT ignored, a SIGTERM that lands while
+    the first lab starts is sometimes lost and the run goes on (about 1 in 8 tries on a 2-core
+    machine; the KeyboardInterrupt the CLI's handler raises seems swallowed, e.g. inside a
+    finalizer). That is a bug of the CLI's signal handling, still open."""
     assert proc.stderr is not None
-    err = Lines(proc.stderr)
+    err = Lines(proc.stderr)  # read as it comes: a full pipe would stall the run
     err.wait_for(lambda line: re.search(r"\(\d+/\d+\)$", line.rstrip()) is not None, 30,
                  "a progress line (PASS ... (1/N))")
     assert list(tmp.glob("downgrade-lab-*"))  # the PKI the signal must clean up
