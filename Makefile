@@ -68,6 +68,7 @@ bench: setup
 	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS)
 	$(BIN)/python bench/up.py
+	$(BIN)/python bench/demo.py
 
 # Hostile input, deeper than `make test`: the fuzz tests under the hypothesis `fuzz` profile
 # (FUZZ_EXAMPLES per test, default 20000), then atheris on every parser for FUZZ_SECONDS each

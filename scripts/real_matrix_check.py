@@ -16,6 +16,7 @@ import re
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 VERDICTS = ("PASS", "WEAK", "FAIL", "SKIP", "ERROR")
 ROW = re.compile(r"^\|\s*`([\w-]+)`\s*\|" + r"\s*(\d+)\s*\|" * len(VERDICTS) + r"\s*$")
@@ -28,7 +29,7 @@ def documented(page: str) -> dict[str, tuple[int, ...]]:
             for m in (ROW.match(line) for line in section.splitlines()) if m}
 
 
-def measured(record: dict) -> dict[str, tuple[int, ...]]:
+def measured(record: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     counts: dict[str, Counter[str]] = {}
     for r in record["results"]:
         counts.setdefault(r["sender"], Counter())[r["verdict"]] += 1

@@ -40,8 +40,10 @@ def story() -> tuple[dict[int, str], float]:
     return acts, elapsed
 
 
-def test_the_whole_demo_runs_in_under_ten_seconds(story: tuple[dict[int, str], float]) -> None:
-    assert story[1] < 10
+def test_the_whole_demo_runs_in_well_under_a_minute(story: tuple[dict[int, str], float]) -> None:
+    """A bound a loaded machine keeps (the four acts take about a second on an idle one): an
+    act stuck on a deadline or a retry loop still shows. The 10 s target is bench/demo.py's."""
+    assert story[1] < 30
 
 
 def test_act_1_honest_path_delivers_over_tls(story: tuple[dict[int, str], float]) -> None:

@@ -7,6 +7,7 @@ import json
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -22,9 +23,9 @@ SCENARIOS = ROOT / "scenarios"
 pytestmark = pytest.mark.e2e
 
 
-def result_of(record: dict, scenario: str, sender: str) -> dict:
+def result_of(record: dict[str, Any], scenario: str, sender: str) -> dict[str, Any]:
     (r,) = [r for r in record["results"] if r["scenario"] == scenario and r["sender"] == sender]
-    return r
+    return cast("dict[str, Any]", r)
 
 
 async def test_strip_starttls_lets_the_attacker_read_the_mail() -> None:

@@ -16,7 +16,7 @@ import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -77,24 +77,30 @@ async def world(pki: PKI, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Wor
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
 
 
+@dataclass
+class Framed(World):
+    """A world whose tests deliver a good message `before` the hostile session and one
+    `after` it."""
+
+    tokens: list[str] = field(default_factory=list)
+
+    async def before(self, target: str) -> None:
+        self.tokens.append(await self.deliver(target))
+        await self.records()  # the hostile session's records start clean
+
+    async def after(self, target: str) -> None:
+        self.tokens.append(await self.deliver(target))
+
+
 @pytest.fixture
-async def framed(world: World) -> AsyncIterator[World]:
+async def framed(world: World) -> AsyncIterator[Framed]:
     """A good message before the hostile session and one after: both must be stored, and
     nothing else (no half message, nothing from the hostile session)."""
-    tokens: list[str] = []
     world.receiver.take_messages()
-
-    class Framed(World):
-        async def before(self, target: str) -> None:
-            tokens.append(await self.deliver(target))
-            await self.records()  # the hostile session's records start clean
-
-        async def after(self, target: str) -> None:
-            tokens.append(await self.deliver(target))
-
     framed = Framed(world.pki, world.receiver, world.proxy)
     yield framed
     stored = world.receiver.take_messages()
+    tokens = framed.tokens
     assert len(tokens) == 2, "a test forgot its good deliveries"
     assert [t for t in tokens if any(t.encode() in m.data for m in stored)] == tokens
     assert len(stored) == 2 and all(m.tls for m in stored)
@@ -167,7 +173,7 @@ ENVELOPE: list[bytes | object] = [READ, b"EHLO hostile.test\r\n", READ, b"MAIL F
 # ---- the cases ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", TARGETS)
-async def test_garbage_bytes(framed: World, target: str) -> None:
+async def test_garbage_bytes(framed: Framed, target: str) -> None:
     await framed.before(target)
     garbage = random.Random(6).randbytes(16 * 1024)
     heard, end = await session(framed.port(target), [READ, garbage, b"\r\nQUIT\r\n"])
@@ -182,7 +188,7 @@ async def test_garbage_bytes(framed: World, target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-async def test_a_1_mib_command_line(framed: World, target: str) -> None:
+async def test_a_1_mib_command_line(framed: Framed, target: str) -> None:
     await framed.before(target)
     heard, end = await session(framed.port(target), [READ, b"A" * (1 << 20) + b"\r\n", b"QUIT\r\n"])
     if target == "receiver":
@@ -195,7 +201,7 @@ async def test_a_1_mib_command_line(framed: World, target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-async def test_a_1_mib_line_inside_the_message(framed: World, target: str) -> None:
+async def test_a_1_mib_line_inside_the_message(framed: Framed, target: str) -> None:
     await framed.before(target)
     body = b"Subject: long\r\n\r\n" + b"B" * (1 << 20) + b"\r\n.\r\nQUIT\r\n"
     heard, end = await session(framed.port(target), [*ENVELOPE, body])
@@ -208,7 +214,7 @@ async def test_a_1_mib_line_inside_the_message(framed: World, target: str) -> No
 
 
 @pytest.mark.parametrize("target", TARGETS)
-async def test_slowloris_starves_no_one(framed: World, target: str) -> None:
+async def test_slowloris_starves_no_one(framed: Framed, target: str) -> None:
     """Ten senders dribble EHLO one byte every 60 ms (about 1 s each); a good delivery
     meanwhile is not held up, and each dribbler is answered once its line is complete."""
     await framed.before(target)
@@ -240,7 +246,7 @@ async def test_slowloris_starves_no_one(framed: World, target: str) -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 async def test_a_silent_sender_is_dropped_after_the_idle_timeout(
-        framed: World, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        framed: Framed, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     await framed.before(target)
     monkeypatch.setattr(receiver_module, "IDLE_TIMEOUT_S", 0.3)
     heard, end = await session(framed.port(target), [READ])  # the greeting, then nothing
@@ -253,7 +259,7 @@ async def test_a_silent_sender_is_dropped_after_the_idle_timeout(
 
 @pytest.mark.parametrize("linger", [True, False], ids=["fin", "rst"])
 @pytest.mark.parametrize("target", TARGETS)
-async def test_disconnect_mid_data_stores_nothing(framed: World, target: str, linger: bool) -> None:
+async def test_disconnect_mid_data_stores_nothing(framed: Framed, target: str, linger: bool) -> None:
     await framed.before(target)
     half = b"Subject: cut\r\n\r\nthe first half of a message that never ends\r\n"
     heard, _ = await session(framed.port(target), [*ENVELOPE, half], linger=linger, drain=False)
@@ -262,13 +268,14 @@ async def test_disconnect_mid_data_stores_nothing(framed: World, target: str, li
         records = await framed.records()
         assert [e.kind for r in records for e in r.transcript].count("data") == 0  # never ended
         assert events(records)[-1] == "sender closed the connection"
-    else:
-        await asyncio.sleep(0.1)  # let the receiver see the end before the next session
+    else:  # the receiver has seen the end (and stored nothing) before the next session
+        await asyncio.wait_for(framed.receiver.wait_idle(), WAIT_S)
+        assert not any(b"the first half" in m.data for m in framed.receiver.messages)
     await framed.after(target)
 
 
 @pytest.mark.parametrize("target", TARGETS)
-async def test_plaintext_after_starttls(framed: World, target: str) -> None:
+async def test_plaintext_after_starttls(framed: Framed, target: str) -> None:
     await framed.before(target)
     junk = b"this is not a TLS record\r\n" * 10
     heard, end = await session(framed.port(target),
@@ -282,7 +289,7 @@ async def test_plaintext_after_starttls(framed: World, target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
-async def test_a_tls_client_hello_without_starttls(framed: World, target: str) -> None:
+async def test_a_tls_client_hello_without_starttls(framed: Framed, target: str) -> None:
     await framed.before(target)
     heard, end = await session(framed.port(target), [client_hello(), b"\r\nQUIT\r\n"])
     assert heard.startswith(b"220 ")  # taken for (bad) commands, refused, never a handshake

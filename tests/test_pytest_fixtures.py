@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from downgrade_lab.errors import ScenarioError, ServiceError
+from downgrade_lab.frontends.pytest_fixtures import LabFactory
 from downgrade_lab.frontends.testing import DEFAULT_SCENARIO, CheckedLab, as_scenario
 from downgrade_lab.senders.builtin.opportunistic import OpportunisticSender
 from downgrade_lab.senders.builtin.reference import ReferenceSender
@@ -39,16 +40,19 @@ async def test_lab_scenario_is_overridable_by_parametrize(lab: CheckedLab) -> No
     assert await deliver(lab, OpportunisticSender) == "delivered-plaintext"
 
 
-async def test_make_lab_builds_labs_for_the_test_and_stops_them(make_lab: object) -> None:
-    assert callable(make_lab)
-    async with make_lab(STRIP) as stripped, make_lab() as default:
+async def test_make_lab_builds_labs_for_the_test_and_stops_them(make_lab: LabFactory) -> None:
+    built = make_lab(STRIP)
+    assert not built.running  # built, not started: `async with` starts it
+    async with built as stripped, make_lab() as default:
+        assert stripped.running and default.running
         assert stripped.env.ports != default.env.ports  # two labs side by side
         assert await deliver(stripped, OpportunisticSender) == "delivered-plaintext"
     assert not stripped.running and not default.running
 
 
-async def test_an_error_inside_a_service_fails_the_test(make_lab: object) -> None:
-    assert callable(make_lab)
+async def test_an_error_inside_a_service_fails_the_test(make_lab: LabFactory) -> None:
+    # with no source, make_lab builds the lab_scenario fixture's world: here the default one
+    assert make_lab().scenario.steps == as_scenario(DEFAULT_SCENARIO).steps
     with pytest.raises(ServiceError, match="receiver: handler failed: RuntimeError"):
         async with make_lab() as lab:
             lab.receiver.record_error(RuntimeError("boom"))

@@ -14,13 +14,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from downgrade_lab.senders.registry import SENDERS
+from tests.events import wait_until
 from tests.isolation import isolation_problem as _isolation_problem
 from tests.isolation import leftovers, need_isolation
 
@@ -184,22 +184,30 @@ def test_ctrl_c_stops_the_run_and_cleans_up(tmp_path: Path, run_tmp: Path) -> No
     proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "run", "--isolate", "--sender",
                              "postfix-mta-sts", str(SCENARIOS / "strip")], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
     # interrupt while a Postfix instance and its resolver daemon are running
-    while not any(tmp.rglob("dgl-pfm-*")) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: any(tmp.rglob("dgl-pfm-*")), 20, "a Postfix instance folder")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert leftovers(run_tmp) == []
 
 
-def test_real_sender_without_isolate_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("installed", [True, False], ids=["installed", "missing"])
+def test_real_sender_without_isolate_is_one_line_exit_2(
+        installed: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from downgrade_lab.frontends.cli import main
+    from downgrade_lab.senders.real.postfix import PostfixSender
 
+    # The same on every machine, whether Postfix is installed here or not (a fresh one has none)
+    why = "" if installed else "postfix not found: install Debian's postfix (make real-setup)"
+    monkeypatch.setattr(PostfixSender, "available", classmethod(lambda cls: (installed, why)))
     assert main(["run", str(SCENARIOS / "baseline" / "healthy.toml"), "--sender", "postfix"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--isolate" in err
+    assert err.count("\n") == 1 and err.startswith("downgrade-lab: sender 'postfix' ")
+    if installed:
+        assert "--isolate" in err
+    else:  # either problem may come first; the line names one of them
+        assert "--isolate" in err or "postfix not found" in err
 
 
 def test_isolate_without_root_or_user_namespaces_is_one_line_exit_2(
@@ -207,7 +215,7 @@ def test_isolate_without_root_or_user_namespaces_is_one_line_exit_2(
     import downgrade_lab.harness.isolate
     from downgrade_lab.frontends.cli import main
 
-    monkeypatch.setattr(downgrade_lab.harness.isolate.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # the module isolate reads it from
     monkeypatch.setattr(downgrade_lab.harness.isolate, "_rootless_missing",
                         lambda: "newuidmap/newgidmap (install the `uidmap` package)")
     assert main(["run", str(SCENARIOS / "baseline" / "healthy.toml"), "--isolate"]) == 2

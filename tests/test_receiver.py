@@ -156,6 +156,18 @@ async def test_relaying_is_denied_and_nothing_is_stored(pki: PKI, receiver: Rece
     assert (await deliver_via_mx(env_for(pki, receiver), MX1, ok, timeout=5)).delivered
 
 
+async def test_wait_idle_waits_for_every_open_session(receiver: Receiver) -> None:
+    await asyncio.wait_for(receiver.wait_idle(), 5)  # nothing open: done at once
+    reader, writer = await asyncio.open_connection(*receiver.addresses[MX1])
+    assert (await reader.readline()).startswith(b"220 ")
+    waiting = asyncio.ensure_future(receiver.wait_idle())
+    await asyncio.sleep(0)  # let it start waiting: a session is open, so it must not be done
+    assert not waiting.done()
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.wait_for(waiting, 5)  # the session ended with the connection
+
+
 @pytest.mark.parametrize("address", ["0.0.0.0", "192.0.2.1", "::", "localhost"])
 async def test_binding_outside_loopback_is_refused(pki: PKI, address: str) -> None:
     receiver = Receiver(pki, [MX1], {"example.test"}, bind_host=address)

@@ -11,6 +11,7 @@ their own cases, which this file completes rather than repeats.
 from __future__ import annotations
 
 import ast
+import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from downgrade_lab.services.mitm import MitmProxy
 from downgrade_lab.services.policyhost import PolicyHost
 from downgrade_lab.services.receiver import Receiver
 from downgrade_lab.services.tlsrpt import TlsRptCollector
+from tests.events import inet_sockets
 
 ROOT = Path(__file__).resolve().parent.parent
 MX1 = "mx1.example.test"
@@ -63,11 +65,45 @@ async def test_no_service_binds_outside_loopback(pki: PKI, service: str, host: s
             await s.stop()
 
 
+async def bound_hosts(service: Service) -> set[str]:
+    """The addresses of the sockets `service` holds once started, as the kernel reports them;
+    checks too that stopping it closes every one."""
+    before = set(inet_sockets())
+    async with service:
+        opened = {inode: s for inode, s in inet_sockets().items() if inode not in before}
+    assert opened, f"{service.name} holds no socket"
+    await asyncio.sleep(0)  # one turn of the loop: a datagram transport closes in a callback
+    assert not set(inet_sockets()) & set(opened), f"{service.name} left sockets open after stop()"
+    return {s.host for s in opened.values()}
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2"])  # the isolated topology's 127/8 too
 @pytest.mark.parametrize("service", sorted(SERVICES))
 async def test_every_service_binds_loopback(pki: PKI, service: str, host: str) -> None:
-    async with SERVICES[service](pki, host):
-        pass
+    assert await bound_hosts(SERVICES[service](pki, host)) == {host}
+
+
+class _Careless(Service):
+    """A service that takes a bind address and ignores it: what the test above must catch."""
+
+    name = "careless"
+
+    def __init__(self, bind_host: str) -> None:
+        super().__init__()
+        self.bind_host = bind_host
+        self._server: asyncio.Server | None = None
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+
+    async def _stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def test_a_service_that_ignores_its_bind_address_is_caught() -> None:
+    assert await bound_hosts(_Careless("127.0.0.2")) == {"127.0.0.1"}  # != {"127.0.0.2"}
 
 
 # ---- the receiver is no relay --------------------------------------------------------------------

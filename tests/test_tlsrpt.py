@@ -107,7 +107,7 @@ def test_record_channels() -> None:
 
 def test_parse_refuses_one_string() -> None:
     with pytest.raises(TypeError):
-        parse_tlsrpt_records(f"v=TLSRPTv1; rua={MAIL}")  # type: ignore[arg-type]
+        parse_tlsrpt_records(f"v=TLSRPTv1; rua={MAIL}")  # a str is a Sequence[str] to mypy
 
 
 def test_mailboxes_of_any_record() -> None:
@@ -145,9 +145,9 @@ def changed(path: str, value: object) -> dict[str, Any]:
     doc = copy.deepcopy(GOOD)
     *parents, last = path.split(".")
     node: Any = doc
-    for key in parents:
-        node = node[int(key)] if isinstance(node, list) else node[key]
-    key: Any = int(last) if isinstance(node, list) else last
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key: int | str = int(last) if isinstance(node, list) else last
     if value is ...:
         del node[key]
     else:

@@ -22,6 +22,7 @@ import pytest
 
 from downgrade_lab.frontends import up
 from downgrade_lab.frontends.cli import main
+from tests.events import wait_for_process
 from tests.isolation import leftovers, need_isolation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,12 +141,13 @@ def test_ctrl_c_reaches_the_command_and_stops_the_lab(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "up", "--", "sleep", "30"], cwd=ROOT,
                             env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _wait_for_banner(proc)
-    started = time.monotonic()
+    _wait_for_banner(proc, ["sleep", "30"])
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
+    # The command's own status: SIGINT reached `sleep` itself, so the stop came before any
+    # escalation (without it the lab sends SIGTERM after up.STOP_GRACE_S: status 143). How long
+    # the stop takes is a figure of bench/up.py, not a bound here.
     assert proc.returncode == 128 + signal.SIGINT, err
-    assert time.monotonic() - started < up.STOP_GRACE_S
     assert "[lab] stopped." in out
 
 
@@ -154,18 +156,20 @@ def test_sigterm_stops_a_command_that_ignores_ctrl_c(tmp_path: Path) -> None:
                              "trap '' INT; sleep 30"], cwd=ROOT,
                             env={**os.environ, "NO_COLOR": "1"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _wait_for_banner(proc)
+    _wait_for_banner(proc, ["sleep", "30"])  # the shell has set its trap and runs sleep
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "[lab] stopped." in out
 
 
-def _wait_for_banner(proc: subprocess.Popen[str]) -> None:
+def _wait_for_banner(proc: subprocess.Popen[str], command: list[str]) -> None:
+    """Wait for the banner's last line, then for `command` to run below the lab (exec'd: its
+    signal handling is in place)."""
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("Running "):
-            time.sleep(0.2)  # the command has started
+            wait_for_process(proc.pid, command)
             return
     raise AssertionError(f"no banner; stderr: {proc.stderr.read() if proc.stderr else ''}")
 
@@ -232,7 +236,7 @@ def test_isolated_sigterm_stops_the_namespace_and_leaves_nothing(run_tmp: Path) 
     proc = subprocess.Popen([sys.executable, "-m", "downgrade_lab", "up", "--isolate", "--", "sleep", "30"],
                             cwd=ROOT, env={**os.environ, "NO_COLOR": "1", "TMPDIR": str(run_tmp)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_banner(proc)
+    _wait_for_banner(proc, ["sleep", "30"])
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -244,10 +248,11 @@ def test_isolated_sigterm_stops_the_namespace_and_leaves_nothing(run_tmp: Path) 
 
 def _on_terminal(args: list[str], *keys: bytes, prompt: bool = False,
                  timeout: float = 20) -> tuple[int, str]:
-    """Run `downgrade-lab up ARGS` on a fresh pseudo-terminal, as from an interactive shell;
-    type each of `keys`, 0.3 s apart, once the command runs (`prompt`: once the shell's
-    prompt shows, so the shell owns the terminal). Returns (exit status, what the terminal
-    showed)."""
+    """Run `downgrade-lab up ARGS` on a fresh pseudo-terminal, as from an interactive shell,
+    and type `keys` one at a time: without `prompt`, once the command (after `--` in ARGS)
+    runs; with `prompt`, each key once the shell shows a new prompt (it owns the terminal and
+    has dealt with the key before: the terminal flushes typed-ahead input on ^C, so nothing may
+    be typed before the shell is back). Returns (exit status, what the terminal showed)."""
     import fcntl
     import termios
 
@@ -257,7 +262,8 @@ def _on_terminal(args: list[str], *keys: bytes, prompt: bool = False,
                             stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
                             preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
     os.close(slave)
-    shown, typed = b"", False
+    command = args[args.index("--") + 1:] if "--" in args else []
+    shown, pending, since = b"", list(keys), -1  # `since`: where to look for the next prompt
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -267,12 +273,15 @@ def _on_terminal(args: list[str], *keys: bytes, prompt: bool = False,
         if not chunk:
             break
         shown += chunk
-        after = shown.partition(b"Running ")[2]
-        if not typed and after and (not prompt or re.search(rb"[#$] $", after)):
-            for key in keys:  # the terminal flushes typed-ahead input on ^C: type like a human
-                time.sleep(0.3)
-                os.write(master, key)
-            typed = True
+        if since < 0 and b"Running " in shown:
+            since = shown.index(b"Running ")
+            if not prompt:
+                wait_for_process(proc.pid, command)
+        while pending and since >= 0 and (not prompt or re.search(rb"[#$] $", shown[since:])):
+            os.write(master, pending.pop(0))
+            since = len(shown)
+            if prompt:
+                break  # the next key waits for the next prompt
     os.close(master)
     return proc.wait(timeout=10), shown.decode("utf-8", "replace")
 

@@ -193,6 +193,12 @@ class Receiver(Service):
         needle = token.encode()
         return [m for m in self.messages if needle in m.data]
 
+    async def wait_idle(self) -> None:
+        """Wait until every session open now has ended, as the proxy's `wait_idle()` does
+        (callers bound it with a timeout)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))  # asyncio.wait: cancelling us cancels no session
+
     # -- TLS --
 
     def _context(self, host: str, variant: str) -> ssl.SSLContext:
