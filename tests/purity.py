@@ -39,9 +39,17 @@ def imported_roots(module_file: str | Path) -> set[str]:
     return {name.split(".")[0] for name in names}
 
 
+# dkimpy (under lab/core/dkim.py) imports aiodns and its asyncio glue whenever aiodns is installed
+# (postfix-mta-sts-resolver brings it), for an async verify the core never calls: the probe hides
+# aiodns so that it sees what the core itself needs, on every machine alike.
+HIDDEN = ("aiodns",)
+
+
 def loaded_by_importing(*modules: str, among: frozenset[str] = IO_MODULES) -> set[str]:
-    """Which of `among` a fresh interpreter has loaded after importing `modules`."""
-    code = (f"import sys, {', '.join(modules)}; "
+    """Which of `among` a fresh interpreter has loaded after importing `modules` (with the
+    optional `HIDDEN` libraries made unimportable)."""
+    hide = "".join(f"sys.modules[{name!r}] = None; " for name in HIDDEN)
+    code = (f"import sys; {hide}import {', '.join(modules)}; "
             f"print(','.join(sorted({set(among)!r} & set(sys.modules))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
