@@ -100,7 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only scenarios matching EXPR "
                      "(words match id, title, tags, conformance ids; and/or/not)")
     run.add_argument("-j", dest="jobs", type=int, default=None, metavar="N",
-                     help=f"pairs run at once (default: {DEFAULT_JOBS})")
+                     help=f"pairs run at once (default: {DEFAULT_JOBS}; with --isolate, N "
+                     f"namespaces of their own, default {isolated_jobs()} here)")
+    # --isolate -j N: worker I of N runs its share of the pairs and writes its record to FILE
+    run.add_argument("--shard", metavar="I/N:FILE", help=argparse.SUPPRESS)
 
     ls = sub.add_parser("list", help="list scenarios with titles and conformance ids")
     ls.add_argument("paths", nargs="*", metavar="PATH")
@@ -323,14 +326,27 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     outputs.prepare(args.json, args.junit, args.html, folder=args.pcap,
                     inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
-    if topology is None:  # the outer process: the run happened inside the namespaces
+    jobs = args.jobs or (isolated_jobs() if args.isolate else DEFAULT_JOBS)
+    if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
+        record = _run_isolated_workers(args, scenarios, senders, jobs, env)
+    elif topology is None:  # the outer process: the run happened inside the namespaces
         from ..harness.isolate import run as run_isolated
 
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
-    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or DEFAULT_JOBS, env,
-                                            capture=args.pcap is not None,
-                                            topology=topology)).as_json()
+    elif args.shard is not None:  # one of --isolate -j N's workers: its record for the outer
+        from ..harness.runner import shards
+
+        index, n, out = _shard(args.shard)
+        mine = shards(scenarios, senders, n)[index]
+        done = asyncio.run(_run_with_progress(scenarios, senders, 1, env, capture=args.pcap
+                                              is not None, topology=topology, only=mine))
+        out.write_text(json.dumps(done.as_json()) + "\n")
+        return ExitStatus(done.exit_code())
+    else:
+        record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
+                                                capture=args.pcap is not None,
+                                                topology=topology)).as_json()
     render(record, env.stdout, colour=env.colour)  # first: a failing report file loses nothing
     env.stdout.flush()
     writers: list[tuple[Path | None, Callable[[Path], object]]] = [
@@ -375,13 +391,66 @@ def _cmd_up(args: argparse.Namespace, env: Environment) -> int:
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
-                             topology: Topology) -> RunRecord:
+                             topology: Topology, only: list[int] | None = None) -> RunRecord:
     from ..harness.runner import run_all
     from .progress import progress
 
-    with progress(env, len(scenarios) * len(senders)) as tick:
+    total = len(scenarios) * len(senders) if only is None else len(only)
+    with progress(env, total) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
-                             topology=topology)
+                             topology=topology, only=only)
+
+
+def isolated_jobs() -> int:
+    """The default -j of --isolate: a namespace per core, at most 4 (real MTAs mostly wait)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _shard(text: str) -> tuple[int, int, Path]:
+    try:
+        which, _, out = text.partition(":")
+        index, _, n = which.partition("/")
+        if out and 0 <= int(index) < int(n):
+            return int(index), int(n), Path(out)
+    except ValueError:
+        pass
+    raise UsageError(f"downgrade-lab: --shard takes I/N:FILE, not {text!r}")
+
+
+def _run_isolated_workers(args: argparse.Namespace, scenarios: list[Scenario],
+                          senders: list[str], jobs: int, env: Environment) -> dict[str, Any]:
+    """--isolate -j N: N inner runs, each in namespaces of its own with the lab's fixed
+    addresses and ports, each running its share of the pairs one at a time; their records
+    merged in catalogue order."""
+    import tempfile
+    import time
+
+    from ..core.verdict import summary
+    from ..harness.isolate import run_many
+
+    n = min(jobs, len(scenarios) * len(senders))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
+        folder = Path(tmp)
+        outs = [folder / f"shard{i}.json" for i in range(n)]
+        logs = [folder / f"shard{i}.log" for i in range(n)]
+        env.stderr.write(f"downgrade-lab: {n} isolated workers, "
+                         f"{len(scenarios) * len(senders)} pairs\n")
+        codes = run_many([[*args.argv, "--shard", f"{i}/{n}:{out}"]
+                          for i, out in enumerate(outs)], logs)
+        if ExitStatus.INTERRUPTED in codes:
+            raise KeyboardInterrupt
+        results: list[dict[str, Any]] = []
+        for out, log, code in zip(outs, logs, codes, strict=True):
+            if not out.exists():
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise LabError(f"isolated worker failed (exit {code}): " + " / ".join(tail))
+            results += json.loads(out.read_text())["results"]
+    place = {(s.id, name): k for k, (s, name) in
+             enumerate((s, name) for s in scenarios for name in senders)}
+    results.sort(key=lambda r: place[(r["scenario"], r["sender"])])
+    return {"results": results, "summary": summary(r["verdict"] for r in results),
+            "duration_s": round(time.monotonic() - started, 3)}
 
 
 def _isolation(args: argparse.Namespace) -> Topology | None:
