@@ -5,6 +5,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 4
+# matrix: one process per core (one event loop uses one), each with JOBS pairs at once
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: setup matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake
 
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml
 # FAIL, which the vulnerable `opportunistic` sender shows on purpose; 2 is a real error.
 matrix: setup
 	@mkdir -p out
-	@$(BIN)/downgrade-lab run scenarios -j $(JOBS) --json out/matrix.json --junit out/matrix.xml; \
+	@$(BIN)/downgrade-lab run scenarios -j $(JOBS) --workers $(WORKERS) --json out/matrix.json --junit out/matrix.xml; \
 	  rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
 	  echo "run record: out/matrix.json  (JUnit: out/matrix.xml)"
 
@@ -64,7 +66,8 @@ bench: setup
 	$(BIN)/python bench/step.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/concurrency.py
-	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS)
+	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS) --workers $(WORKERS)
+	$(BIN)/python bench/oneshot.py
 	$(BIN)/python bench/up.py
 
 # Hostile input, deeper than `make test`: the fuzz tests under the hypothesis `fuzz` profile

@@ -102,7 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", dest="jobs", type=int, default=None, metavar="N",
                      help=f"pairs run at once (default: {DEFAULT_JOBS}; with --isolate, N "
                      f"namespaces of their own, default {isolated_jobs()} here)")
-    # --isolate -j N: worker I of N runs its share of the pairs and writes its record to FILE
+    run.add_argument("--workers", type=int, default=1, metavar="P",
+                     help="loopback runs: P processes, each running its share of the pairs "
+                     "with -j N (default: 1; one per core uses every core)")
+    # --isolate -j N, --workers P: worker I of N runs its share of the pairs, record to FILE
     run.add_argument("--shard", metavar="I/N:FILE", help=argparse.SUPPRESS)
 
     ls = sub.add_parser("list", help="list scenarios with titles and conformance ids")
@@ -327,8 +330,13 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
                     inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
     jobs = args.jobs or (isolated_jobs() if args.isolate else DEFAULT_JOBS)
+    if args.workers < 1:
+        raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
-        record = _run_isolated_workers(args, scenarios, senders, jobs, env)
+        record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
+    elif (topology is not None and not topology.isolated and args.shard is None
+          and min(args.workers, len(scenarios) * len(senders)) > 1):
+        record = _run_workers(args, scenarios, senders, args.workers, env, isolated=False)
     elif topology is None:  # the outer process: the run happened inside the namespaces
         from ..harness.isolate import run as run_isolated
 
@@ -339,7 +347,7 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
         index, n, out = _shard(args.shard)
         mine = shards(scenarios, senders, n)[index]
-        done = asyncio.run(_run_with_progress(scenarios, senders, 1, env, capture=args.pcap
+        done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
                                               is not None, topology=topology, only=mine))
         out.write_text(json.dumps(done.as_json()) + "\n")
         return ExitStatus(done.exit_code())
@@ -417,11 +425,12 @@ def _shard(text: str) -> tuple[int, int, Path]:
     raise UsageError(f"downgrade-lab: --shard takes I/N:FILE, not {text!r}")
 
 
-def _run_isolated_workers(args: argparse.Namespace, scenarios: list[Scenario],
-                          senders: list[str], jobs: int, env: Environment) -> dict[str, Any]:
-    """--isolate -j N: N inner runs, each in namespaces of its own with the lab's fixed
-    addresses and ports, each running its share of the pairs one at a time; their records
-    merged in catalogue order."""
+def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
+                 jobs: int, env: Environment, *, isolated: bool) -> dict[str, Any]:
+    """N inner runs, each with its share of the pairs, their records merged in catalogue
+    order. `isolated` (--isolate -j N): each in namespaces of its own with the lab's fixed
+    addresses and ports, one pair at a time. Else (--workers P): P loopback processes, so the
+    pairs use every core (one event loop runs on one), each with -j pairs at once."""
     import tempfile
     import time
 
@@ -434,10 +443,10 @@ def _run_isolated_workers(args: argparse.Namespace, scenarios: list[Scenario],
         folder = Path(tmp)
         outs = [folder / f"shard{i}.json" for i in range(n)]
         logs = [folder / f"shard{i}.log" for i in range(n)]
-        env.stderr.write(f"downgrade-lab: {n} isolated workers, "
+        env.stderr.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
                          f"{len(scenarios) * len(senders)} pairs\n")
         codes = run_many([[*args.argv, "--shard", f"{i}/{n}:{out}"]
-                          for i, out in enumerate(outs)], logs)
+                          for i, out in enumerate(outs)], logs, isolated=isolated)
         if ExitStatus.INTERRUPTED in codes:
             raise KeyboardInterrupt
         results: list[dict[str, Any]] = []

@@ -123,17 +123,22 @@ def run(argv: Sequence[str], *, foreground: bool = False) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path]) -> list[int]:
+def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
+             isolated: bool = True) -> list[int]:
     """Re-execute `python -m downgrade_lab ARGV` for every ARGV at once, each in namespaces
-    of its own (so each has the lab's fixed addresses and ports to itself), its output going
-    to its log; their exit statuses, in order. Ctrl-C (SIGTERM, SIGHUP) goes to every one,
-    which then gets STOP_GRACE_S to stop its senders before its namespace is killed."""
-    prefix = unshare_command()
-    folders = [_private_folder() for _ in argvs]
+    of its own (so each has the lab's fixed addresses and ports to itself; `isolated=False`:
+    plain processes, for loopback runs on several cores), its output going to its log; their
+    exit statuses, in order. Ctrl-C (SIGTERM, SIGHUP) goes to every one, which then gets
+    STOP_GRACE_S to stop its senders before it is killed."""
+    prefix = unshare_command() if isolated else []
+    folders = [_private_folder() for _ in argvs] if isolated else []
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        for folder, argv, log in zip(folders, argvs, logs, strict=True):
-            cmd, env = _command(prefix, folder, argv)
+        for i, (argv, log) in enumerate(zip(argvs, logs, strict=True)):
+            if isolated:
+                cmd, env = _command(prefix, folders[i], argv)
+            else:
+                cmd, env = [sys.executable, "-m", PACKAGE, *argv], dict(os.environ)
             with log.open("wb") as out:
                 procs.append(subprocess.Popen(cmd, env=env, process_group=0, stdout=out,
                                               stderr=subprocess.STDOUT,
