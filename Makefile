@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 4
-# matrix: one process per core (one event loop uses one), each with JOBS pairs at once
-WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
+# matrix: processes, each with JOBS pairs at once (one event loop uses one core). 1: on the
+# shared 2-core machine 2 measured 1.16x slower (docs/performance.md); try nproc on a quiet one.
+WORKERS ?= 1
 
 .PHONY: setup matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake
 
