@@ -5,6 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 4
+# matrix: processes, each with JOBS pairs at once (one event loop uses one core). 1: on the
+# shared 2-core machine 2 measured 1.16x slower (docs/performance.md); try nproc on a quiet one.
+WORKERS ?= 1
 
 .PHONY: setup matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake \
         conformance dist
@@ -25,7 +28,7 @@ $(STAMP): pyproject.toml
 # FAIL, which the vulnerable `opportunistic` sender shows on purpose; 2 is a real error.
 matrix: setup
 	@mkdir -p out
-	@$(BIN)/downgrade-lab run scenarios -j $(JOBS) --json out/matrix.json --junit out/matrix.xml; \
+	@$(BIN)/downgrade-lab run scenarios -j $(JOBS) --workers $(WORKERS) --json out/matrix.json --junit out/matrix.xml; \
 	  rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
 	  echo "run record: out/matrix.json  (JUnit: out/matrix.xml)"
 
@@ -66,7 +69,8 @@ bench: setup
 	$(BIN)/python bench/step.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/concurrency.py
-	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS)
+	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS) --workers $(WORKERS)
+	$(BIN)/python bench/oneshot.py
 	$(BIN)/python bench/up.py
 	$(BIN)/python bench/demo.py
 

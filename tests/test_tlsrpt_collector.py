@@ -99,10 +99,10 @@ LAB_PUBLIC = dkim.lab_key().public_key()
     (mail(key=OTHER_KEY), None, "signature does not verify: b= does not match"),
     (mail(), OTHER_KEY.public_key(), "signature does not verify: b= does not match"),
     (mail(selector="unpublished"), None, "signature does not verify: no key published at 'unpublished._domainkey.sender.test'"),
-    (mail().replace(b"a=rsa-sha256", b"a=rsa-md5", 1), None, "signature does not verify: unknown signature algorithm"),
+    (mail().replace(b"a=ed25519-sha256", b"a=rsa-md5", 1), None, "signature does not verify: unknown signature algorithm"),
 ], ids=["verifies", "verifies-given-key", "other-key-given", "body-changed", "header-changed", "l-tag",
         "from-unsigned", "wrong-key", "wrong-key-given", "unpublished", "bad-algorithm"])
-def test_dkim_signature(data: bytes, key: rsa.RSAPublicKey | None, problem: str | None) -> None:
+def test_dkim_signature(data: bytes, key: dkim.PublicKey | None, problem: str | None) -> None:
     facts = dkim.inspect_signature(data, key)
     assert facts is not None and facts.domain == "sender.test" and facts.selector is not None
     if problem is None:
@@ -119,7 +119,8 @@ def test_unsigned_mail_has_no_signature_and_does_not_verify() -> None:
 
 
 def test_key_record_is_the_rfc_6376_txt_form() -> None:
-    assert dkim.key_record(LAB_PUBLIC).startswith(b"v=DKIM1; k=rsa; s=tlsrpt; p=MII")
+    assert dkim.key_record(LAB_PUBLIC).startswith(b"v=DKIM1; k=ed25519; s=tlsrpt; p=")  # RFC 8463
+    assert dkim.key_record(OTHER_KEY.public_key()).startswith(b"v=DKIM1; k=rsa; s=tlsrpt; p=MIG")
 
 
 def stored(data: bytes, rcpt: str = "tlsrpt@example.test", tls: bool = False) -> StoredMessage:

@@ -7,11 +7,13 @@ No I/O. It uses the stdlib `email` package, which imports `socket` for helpers w
 
 from __future__ import annotations
 
+import base64
 import re
+import uuid
 from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.utils import formatdate, make_msgid
 
 from .dkim import DkimFacts, inspect_signature
@@ -25,21 +27,60 @@ def compose_mail(attachment: bytes, *, policy_domain: str, submitter: str, mail_
                  now: float | None = None) -> bytes:
     """The RFC 8460 §5.3 message: `multipart/report; report-type="tlsrpt"`, the
     TLS-Report-Domain and TLS-Report-Submitter header fields, the recommended Subject, a short
-    human-readable part and the report as application/tlsrpt+gzip (or +json). CRLF line ends."""
-    msg = EmailMessage()
-    msg["From"] = mail_from
-    msg["To"] = rcpt_to
-    msg["Date"] = formatdate(now, localtime=False)
-    msg["Message-ID"] = make_msgid(domain=submitter)
-    msg["Subject"] = f"Report Domain: {policy_domain} Submitter: {submitter} Report-ID: <{report_id}>"
-    msg["TLS-Report-Domain"] = policy_domain
-    msg["TLS-Report-Submitter"] = submitter
-    msg.set_content(f"This is an aggregate TLS report from {submitter} for {policy_domain}.\n")
+    human-readable part and the report as application/tlsrpt+gzip (or +json), base64. CRLF
+    line ends. Written out directly: `EmailMessage` spent about 2.5 ms a report parsing back the
+    header fields it was given; `read_mail` reads what this writes."""
+    fields = (policy_domain, submitter, mail_from, rcpt_to, report_id, filename)
+    if any("\r" in v or "\n" in v for v in fields):  # as EmailMessage refused them
+        raise ValueError(f"header values may not contain CR or LF: {fields!r}")
+    boundary = f"=_tlsrpt_{uuid.uuid4().hex}"  # RFC 2046 §5.1.1: not found in any part
     subtype = (MEDIA_GZIP if gzipped else MEDIA_JSON).partition("/")[2]
-    msg.add_attachment(attachment, maintype="application", subtype=subtype, filename=filename)
-    msg.set_type("multipart/report")  # add_attachment made it multipart/mixed; keeps the boundary
-    msg.set_param("report-type", REPORT_TYPE)
-    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+    body = base64.encodebytes(attachment).decode("ascii").replace("\n", "\r\n")
+    lines = [
+        f"From: {mail_from}",
+        f"To: {rcpt_to}",
+        f"Date: {formatdate(now, localtime=False)}",
+        f"Message-ID: {make_msgid(domain=submitter)}",
+        _folded(f"Subject: Report Domain: {policy_domain} Submitter: {submitter} "
+                f"Report-ID: <{report_id}>"),
+        f"TLS-Report-Domain: {policy_domain}",
+        f"TLS-Report-Submitter: {submitter}",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type="{REPORT_TYPE}";\r\n boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: 7bit",
+        "",
+        f"This is an aggregate TLS report from {submitter} for {policy_domain}.",
+        "",
+        f"--{boundary}",
+        f"Content-Type: application/{subtype}",
+        "Content-Transfer-Encoding: base64",
+        f'Content-Disposition: attachment;\r\n filename="{_quoted(filename)}"',
+        "",
+        body + f"--{boundary}--",
+        "",
+    ]
+    return "\r\n".join(lines).encode("utf-8")
+
+
+def _quoted(value: str) -> str:
+    """`value` as the inside of an RFC 2045 quoted-string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _folded(field: str, width: int = 78) -> str:
+    """A header field folded at spaces so lines stay within `width` (RFC 5322 §2.1.1)."""
+    out: list[str] = []
+    line = ""
+    for word in field.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            out.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return "\r\n ".join([*out, line])
 
 
 @dataclass(frozen=True)

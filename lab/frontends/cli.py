@@ -14,7 +14,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..core.model import Scenario
@@ -88,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only scenarios matching EXPR "
                      "(words match id, title, tags, conformance ids; and/or/not)")
     run.add_argument("-j", dest="jobs", type=int, default=None, metavar="N",
-                     help=f"pairs run at once (default: {DEFAULT_JOBS})")
+                     help=f"pairs run at once (default: {DEFAULT_JOBS}; with --isolate, N "
+                     f"namespaces of their own, default {isolated_jobs()} here)")
+    run.add_argument("--workers", type=int, default=1, metavar="P",
+                     help="loopback runs: P processes, each running its share of the pairs "
+                     "with -j N (default: 1; one per core uses every core)")
+    # --isolate -j N, --workers P: worker I of N runs its share of the pairs, record to FILE
+    run.add_argument("--worker-shard", metavar="I/N:FILE", help=argparse.SUPPRESS)
     run.add_argument("--shard", type=_shard, metavar="K/N", help="run only shard K of N (a CI "
                      "matrix): scenarios split by a hash of their id; join with `merge`")
 
@@ -349,14 +355,32 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     outputs.prepare(args.json, args.junit, args.html, folder=args.pcap,
                     inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
-    if topology is None:  # the outer process: the run happened inside the namespaces
+    jobs = args.jobs or (isolated_jobs() if args.isolate else DEFAULT_JOBS)
+    if args.workers < 1:
+        raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
+    if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
+        record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
+    elif (topology is not None and not topology.isolated and args.worker_shard is None
+          and min(args.workers, len(scenarios) * len(senders)) > 1):
+        record = _run_workers(args, scenarios, senders, args.workers, env, isolated=False)
+    elif topology is None:  # the outer process: the run happened inside the namespaces
         from ..harness.isolate import run as run_isolated
 
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
-    record = asyncio.run(_run_with_progress(scenarios, senders, args.jobs or DEFAULT_JOBS, env,
-                                            capture=args.pcap is not None,
-                                            topology=topology))
+    elif args.worker_shard is not None:  # one of --isolate -j N's workers: its record for the outer
+        from ..harness.runner import shards
+
+        index, n, out = _worker_shard(args.worker_shard)
+        mine = shards(scenarios, senders, n)[index]
+        done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
+                                              is not None, topology=topology, only=mine))
+        out.write_text(json.dumps(done.as_json()) + "\n")
+        return ExitStatus(done.exit_code())
+    else:
+        record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
+                                                capture=args.pcap is not None,
+                                                topology=topology))
     return _report(record, args, env)
 
 
@@ -445,13 +469,69 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Environment], int]] = {
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
-                             topology: Topology) -> RunRecord:
+                             topology: Topology, only: list[int] | None = None) -> RunRecord:
     from ..harness.runner import run_all
     from .progress import progress
 
-    with progress(env, len(scenarios) * len(senders)) as tick:
+    total = len(scenarios) * len(senders) if only is None else len(only)
+    with progress(env, total) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
-                             topology=topology)
+                             topology=topology, only=only)
+
+
+def isolated_jobs() -> int:
+    """The default -j of --isolate: a namespace per core, at most 4 (real MTAs mostly wait)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _worker_shard(text: str) -> tuple[int, int, Path]:
+    try:
+        which, _, out = text.partition(":")
+        index, _, n = which.partition("/")
+        if out and 0 <= int(index) < int(n):
+            return int(index), int(n), Path(out)
+    except ValueError:
+        pass
+    raise UsageError(f"downgrade-lab: --worker-shard takes I/N:FILE, not {text!r}")
+
+
+def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
+                 jobs: int, env: Environment, *, isolated: bool) -> RunRecord:
+    """N inner runs, each with its share of the pairs, their records merged in catalogue
+    order. `isolated` (--isolate -j N): each in namespaces of its own with the lab's fixed
+    addresses and ports, one pair at a time. Else (--workers P): P loopback processes, so the
+    pairs use every core (one event loop runs on one), each with -j pairs at once."""
+    import tempfile
+    import time
+
+    from ..core.verdict import summary
+    from ..harness.isolate import run_many
+
+    n = min(jobs, len(scenarios) * len(senders))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
+        folder = Path(tmp)
+        outs = [folder / f"shard{i}.json" for i in range(n)]
+        logs = [folder / f"shard{i}.log" for i in range(n)]
+        env.stderr.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
+                         f"{len(scenarios) * len(senders)} pairs\n")
+        codes = run_many([[*args.argv, "--worker-shard", f"{i}/{n}:{out}"]
+                          for i, out in enumerate(outs)], logs, isolated=isolated)
+        if ExitStatus.INTERRUPTED in codes:
+            raise KeyboardInterrupt
+        results: list[dict[str, Any]] = []
+        for out, log, code in zip(outs, logs, codes, strict=True):
+            if not out.exists():
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise LabError(f"isolated worker failed (exit {code}): " + " / ".join(tail))
+            results += json.loads(out.read_text())["results"]
+    place = {(s.id, name): k for k, (s, name) in
+             enumerate((s, name) for s in scenarios for name in senders)}
+    results.sort(key=lambda r: place[(r["scenario"], r["sender"])])
+    from ..core.record import RunRecord
+
+    return RunRecord.from_json({"results": results, "summary": summary(r["verdict"] for r in results),
+                                "duration_s": round(time.monotonic() - started, 3)})
 
 
 def _isolation(args: argparse.Namespace) -> Topology | None:

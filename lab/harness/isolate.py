@@ -113,26 +113,96 @@ def run(argv: Sequence[str], *, foreground: bool = False) -> int:
     the shell or command it runs can read the terminal and gets Ctrl-C from it directly; this
     process ignores Ctrl-C and passes SIGTERM/SIGHUP on to the namespace's init."""
     prefix = unshare_command()
-    # Short names: Postfix's unix sockets live below it, and their paths must fit in 107 bytes.
-    folder = Path(tempfile.mkdtemp(prefix="dgl-", dir=_reachable_tmp()))
+    folder = _private_folder()
     try:
-        folder.chmod(0o711)  # daemons that drop root (postfix, Debian-exim) traverse it
-        tmp = folder / "t"
-        tmp.mkdir(mode=0o711)
-        tmp.chmod(0o711)
-        (folder / "resolv.conf").write_text(RESOLV_CONF)
-        (folder / "hosts").write_text(HOSTS)
-        for name in ("resolv.conf", "hosts"):
-            (folder / name).chmod(0o644)
-        env = dict(os.environ)
-        env[INSIDE_VAR] = json.dumps({"folder": str(folder), "outer": _namespaces()})
-        env["TMPDIR"] = str(tmp)
-        cmd = [*prefix, sys.executable, "-m", PACKAGE, *argv]
+        cmd, env = _command(prefix, folder, argv)
         if foreground:
             return _wait_foreground(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
         return _wait(subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=_die_with_parent))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
+             isolated: bool = True) -> list[int]:
+    """Re-execute `python -m downgrade_lab ARGV` for every ARGV at once, each in namespaces
+    of its own (so each has the lab's fixed addresses and ports to itself; `isolated=False`:
+    plain processes, for loopback runs on several cores), its output going to its log; their
+    exit statuses, in order. Ctrl-C (SIGTERM, SIGHUP) goes to every one, which then gets
+    STOP_GRACE_S to stop its senders before it is killed."""
+    prefix = unshare_command() if isolated else []
+    folders = [_private_folder() for _ in argvs] if isolated else []
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, (argv, log) in enumerate(zip(argvs, logs, strict=True)):
+            if isolated:
+                cmd, env = _command(prefix, folders[i], argv)
+            else:
+                cmd, env = [sys.executable, "-m", PACKAGE, *argv], dict(os.environ)
+            with log.open("wb") as out:
+                procs.append(subprocess.Popen(cmd, env=env, process_group=0, stdout=out,
+                                              stderr=subprocess.STDOUT,
+                                              preexec_fn=_die_with_parent))
+        return _wait_all(procs)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _private_folder() -> Path:
+    """The run's private folder: resolv.conf, hosts, and TMPDIR for all it writes."""
+    # Short names: Postfix's unix sockets live below it, and their paths must fit in 107 bytes.
+    folder = Path(tempfile.mkdtemp(prefix="dgl-", dir=_reachable_tmp()))
+    folder.chmod(0o711)  # daemons that drop root (postfix, Debian-exim) traverse it
+    tmp = folder / "t"
+    tmp.mkdir(mode=0o711)
+    tmp.chmod(0o711)
+    (folder / "resolv.conf").write_text(RESOLV_CONF)
+    (folder / "hosts").write_text(HOSTS)
+    for name in ("resolv.conf", "hosts"):
+        (folder / name).chmod(0o644)
+    return folder
+
+
+def _command(prefix: list[str], folder: Path, argv: Sequence[str]
+             ) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    env[INSIDE_VAR] = json.dumps({"folder": str(folder), "outer": _namespaces()})
+    env["TMPDIR"] = str(folder / "t")
+    return [*prefix, sys.executable, "-m", PACKAGE, *argv], env
+
+
+def _wait_all(procs: Sequence[subprocess.Popen[bytes]]) -> list[int]:
+    """`_wait` for several inner runs at once."""
+    stop_at: float | None = None
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        while True:
+            try:
+                codes = [proc.poll() for proc in procs]
+                if all(code is not None for code in codes):
+                    return [130 if stop_at is not None and c is not None and c < 0 else int(c or 0)
+                            for c in codes]
+                if stop_at is not None and time.monotonic() > stop_at:
+                    for proc in procs:
+                        _signal_group(proc, signal.SIGKILL)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                if stop_at is None:
+                    stop_at = time.monotonic() + STOP_GRACE_S
+                    for proc in procs:
+                        _signal_group(proc, signal.SIGINT)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _reachable_tmp() -> str:

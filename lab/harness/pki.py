@@ -73,6 +73,9 @@ class PKI:
         self.ca_file.write_bytes(self._ca.cert_pem.bytes())
         self._files: dict[tuple[str, str], tuple[Path, Path]] = {}
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
+        self._listeners: dict[tuple[str, str, tuple[str, ...]], ssl.SSLContext] = {}
+        # The server name each TLS connection to a listener context sent, kept while it lives.
+        self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
         self._closed = False
 
     def cert_files(self, host: str, variant: str = "valid") -> tuple[Path, Path]:
@@ -123,6 +126,37 @@ class PKI:
             self._contexts[key] = ctx
         return self._contexts[key]
 
+    def listener_context(self, host: str, variant: str = "valid",
+                         alternates: tuple[str, ...] = ()) -> ssl.SSLContext:
+        """A server context presenting `host`'s certificate in `variant`, built once per PKI
+        and shared by every lab on it (loading a chain costs about 0.7 ms). Its SNI callback
+        records the name each connection asked for (`sni_of`) and, when that name is one of
+        `alternates`, presents that name's certificate in the same variant instead."""
+        host = host.lower().rstrip(".")
+        key = (host, variant, alternates)
+        if key not in self._listeners:
+            cert_path, key_path = self.cert_files(host, variant)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(cert_path, key_path)
+
+            def on_hello(conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                         _ctx: ssl.SSLContext) -> int | None:
+                if server_name is None or not isinstance(conn, ssl.SSLObject):
+                    return None  # no SNI: the listener's own identity stays
+                self._sni[conn] = server_name
+                name = server_name.lower().rstrip(".")
+                if name in alternates:
+                    conn.context = self.listener_context(name, variant, alternates)
+                return None
+
+            ctx.sni_callback = on_hello
+            self._listeners[key] = ctx
+        return self._listeners[key]
+
+    def sni_of(self, conn: ssl.SSLObject) -> str | None:
+        """The server name a connection to a `listener_context` sent (None: none)."""
+        return self._sni.get(conn)
+
     def client_context(self) -> ssl.SSLContext:
         """A verifying client context that trusts the lab CA only."""
         return ssl.create_default_context(cafile=str(self.ca_file))
@@ -131,6 +165,7 @@ class PKI:
         """Remove every key and certificate. Idempotent."""
         self._closed = True
         self._contexts.clear()
+        self._listeners.clear()
         self._files.clear()
         self._remove()
 

@@ -117,13 +117,15 @@ class HttpsHost(Service):
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None]
         self._sni = weakref.WeakKeyDictionary()
 
-    def _server_context(self, host: str) -> ssl.SSLContext:
+    def _server_context(self, host: str, *, chain: bool = True) -> ssl.SSLContext:
         """A TLS server context of our own presenting the lab certificate of `host`, with
-        `_on_hello` as its SNI callback. Reading the files fails when file descriptors run
-        out."""
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        `_on_hello` as its SNI callback. `chain=False`: no certificate of its own, for an
+        `_on_hello` that always sets the connection's context (or aborts the handshake), which
+        saves loading a chain per lab. Reading the files fails when file descriptors run out."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         try:
-            ctx.load_cert_chain(*self.pki.cert_files(host))
+            if chain:
+                ctx.load_cert_chain(*self.pki.cert_files(host))
         except OSError as exc:
             raise ServiceError(f"{self.name}: cannot load the certificate of {host}: {exc}") from exc
         ctx.sni_callback = self._on_hello

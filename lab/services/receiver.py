@@ -24,7 +24,6 @@ import logging
 import ssl
 import time
 import uuid
-import weakref
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,11 +169,6 @@ class Receiver(Service):
         self._servers: list[asyncio.Server] = []
         self._sessions: set[_Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # aiosmtpd's per-connection tasks
-        self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
-        self._variant_of: dict[int, str] = {}  # id(context) -> its variant, for SNI switching
-        # SNI per TLS connection, keyed by the SSL object the sni_callback sees (the same
-        # object aiosmtpd later exposes as session.ssl["ssl_object"]).
-        self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
 
     # -- configuration and records --
 
@@ -202,29 +196,10 @@ class Receiver(Service):
     # -- TLS --
 
     def _context(self, host: str, variant: str) -> ssl.SSLContext:
-        """Our own server context for `host` in `variant` (never the PKI's shared ones, since
-        we install an sni_callback on it)."""
-        key = (host, variant)
-        if key not in self._contexts:
-            cert, private = self.pki.cert_files(host, variant)
-            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ctx.load_cert_chain(cert, private)
-            ctx.sni_callback = self._on_sni
-            self._contexts[key] = ctx
-            self._variant_of[id(ctx)] = variant
-        return self._contexts[key]
-
-    def _on_sni(self, sslobj: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
-                ctx: ssl.SSLContext) -> int | None:
-        if server_name is None or not isinstance(sslobj, ssl.SSLObject):
-            return None  # no SNI: the listener's own identity stays
-        name = _norm(server_name)
-        self._sni[sslobj] = server_name
-        if name in self.hosts:
-            # One genuine identity per MX name: present the one the client asked for, in the
-            # variant this connection started with (configure() may have run since).
-            sslobj.context = self._context(name, self._variant_of[id(ctx)])
-        return None
+        """The server context for `host` in `variant`, shared through the PKI by every lab with
+        the same MX hosts: a client that names another of our MX hosts in its SNI gets that
+        host's genuine identity, in the variant its connection started with."""
+        return self.pki.listener_context(host, variant, self.hosts)
 
     def _stored(self, mx: str, session: Session, envelope: Envelope,
                 queue_id: str) -> StoredMessage:
@@ -235,7 +210,7 @@ class Receiver(Service):
             version = sslobj.version()
             suite = sslobj.cipher()
             cipher = suite[0] if suite else None
-            sni = self._sni.get(sslobj)
+            sni = self.pki.sni_of(sslobj)
         peer = session.peer
         data = envelope.original_content or b""
         return StoredMessage(

@@ -140,7 +140,10 @@ class TlsRptCollector(HttpsHost):
 
     async def _start(self) -> None:
         host = require_lab_address(self.bind_host)
-        ctx = self._server_context(self.host)
+        try:  # shared through the PKI: one chain load per run, not per lab
+            ctx = self.pki.listener_context(self.host)
+        except OSError as exc:
+            raise ServiceError(f"tlsrpt: cannot load the certificate of {self.host}: {exc}") from exc
         # aiohttp caps a request body at 1 MiB: a bigger POST is kept as an empty, broken report
         self._http = web.Server(self._handle, access_log=None)
         try:
@@ -181,7 +184,7 @@ class TlsRptCollector(HttpsHost):
             if request.method == "POST":  # RFC 8460 §5.4: only a POST submits a report
                 self._reports.append(ReceivedReport(
                     "https", time.time(), len(body), ctype, doc, error, problems,
-                    sni=self._sni.get(conn) if conn is not None else None,
+                    sni=self.pki.sni_of(conn) if conn is not None else None,
                     path=request.raw_path, status=status))
         except Exception as exc:
             self.record_error(exc)

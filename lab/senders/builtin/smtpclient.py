@@ -18,6 +18,7 @@ TLS modes:
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -81,11 +82,17 @@ class Attempt:
 
 def client_context(env: LabEnv, verify: bool) -> ssl.SSLContext:
     """TLS 1.2+ client context: verifying against the lab CA only (no system roots, hostname
-    checked, RFC 8461 §4.2 / C-01), or accepting any certificate."""
-    if verify:
-        ctx = ssl.create_default_context(cafile=str(env.ca_file))  # cafile: no system roots
+    checked, RFC 8461 §4.2 / C-01), or accepting any certificate. Built once per CA, not per
+    connection; keyed by the bundle's bytes, so a new lab CA gets a new context."""
+    return _client_context(env.ca_file.read_bytes() if verify else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _client_context(ca_pem: bytes | None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, hostname checked
+    if ca_pem is not None:
+        ctx.load_verify_locations(cadata=ca_pem.decode("ascii"))  # the lab CA, no system roots
     else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8461 §4.2 via RFC 7525 (X-02)
