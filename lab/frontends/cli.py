@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("paths", nargs="*", metavar="PATH", help="scenario files or folders "
                      f"(default: {DEFAULT_SCENARIOS}/)")
     run.add_argument("--sender", action="append", dest="senders", metavar="NAME",
-                     help="sender to test (repeat; default: every built-in sender)")
+                     help="sender to test: a name (`downgrade-lab senders`), module:Class or a "
+                     "profile FILE.toml (repeat; default: every built-in sender)")
     run.add_argument("--isolate", action="store_true", help="run in a private network namespace")
     run.add_argument("--json", type=_path, metavar="FILE", help="write the run record as JSON")
     run.add_argument("--junit", type=_path, metavar="FILE", help="write JUnit XML")
@@ -288,33 +289,34 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def _cmd_senders(env: Environment) -> ExitStatus:
-    from ..senders.registry import SENDERS
+    from ..senders.registry import all_senders, describe
 
-    width = max(len(n) for n in SENDERS)
-    for name, info in SENDERS.items():
+    infos = [describe(info) for info in all_senders().values()]
+    width = max(len(i.name) for i in infos)
+    for info in infos:
         ok, why = info.available()
-        env.stdout.write(f"{name.ljust(width)}  {'ready' if ok else 'unavailable':11}  "
-                         f"{info.summary}\n")
+        origin = f" [{info.origin}]" if info.origin != "lab" else ""
+        env.stdout.write(f"{info.name.ljust(width)}  {'ready' if ok else 'unavailable':11}  "
+                         f"{info.summary}{origin}\n")
         if not ok:
             env.stdout.write(f"{'':{width}}  {'':11}  why: {why}\n")
     return ExitStatus.OK
 
 
 def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from ..senders.registry import SENDERS, builtin_senders
+    from ..senders.registry import builtin_senders, resolve
     from .report.junit import to_junit
     from .report.terminal import render
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("downgrade-lab: -j takes a number of pairs from 1 up")
     senders = list(dict.fromkeys(args.senders or builtin_senders()))  # each sender once
-    for name in senders:
-        if name not in SENDERS:
-            raise UsageError(f"downgrade-lab: unknown sender {name!r} (known: {', '.join(SENDERS)})")
-        ok, why = SENDERS[name].available()
+    for name in senders:  # a name, module:Class or a profile FILE.toml (DESIGN §7)
+        info = resolve(name)
+        ok, why = info.available()
         if not ok:
             raise UsageError(f"downgrade-lab: sender {name!r} cannot run here: {why}")
-        if not SENDERS[name].builtin and not args.isolate:
+        if info.needs_isolate and not args.isolate:
             raise UsageError(f"downgrade-lab: sender {name!r} runs only with --isolate (a "
                              "private network namespace with real ports and resolver)")
     scenarios = _scenarios(args.paths, args.keyword)

@@ -92,18 +92,19 @@ def _stop_on_sigterm() -> None:
 def _check_senders(config: pytest.Config) -> None:
     """Usage errors before collection, the same with or without xdist (whose workers would
     turn them into collection errors and exit 1)."""
-    from ..senders.registry import SENDERS
+    from ..errors import LabError
+    from ..senders.registry import resolve
 
     for path in config.getoption("lab_scenarios"):
         if not Path(path).exists():
             raise pytest.UsageError(f"--lab-scenarios {path}: no such file or folder")
 
-    for name in config.getoption("lab_sender"):
-        info = SENDERS.get(name)
-        if info is None:
-            raise pytest.UsageError(f"--lab-sender: unknown sender {name!r} "
-                                    f"(known: {', '.join(SENDERS)})")
-        if not info.builtin:
+    for name in config.getoption("lab_sender"):  # a name, module:Class or FILE.toml
+        try:
+            info = resolve(name)
+        except LabError as exc:
+            raise pytest.UsageError(f"--lab-sender: {exc}") from None
+        if info.needs_isolate:
             raise pytest.UsageError(f"--lab-sender: {name!r} is a real MTA: it runs only in a "
                                     "private network namespace (`downgrade-lab run --isolate`)")
 
@@ -148,14 +149,14 @@ class LabScenarios(pytest.Collector):
     def collect(self) -> Iterator[LabItem]:
         from ..core.scenario import discover
         from ..errors import LabError
-        from ..senders.registry import SENDERS
+        from ..senders.registry import resolve
 
         try:
             scenarios = discover([self.given])
         except LabError as exc:
             raise self.CollectError(f"bad scenario: {exc}") from None
-        unavailable = {name: SENDERS[name].available()[1] for name in self.senders
-                       if not SENDERS[name].available()[0]}
+        checked = {name: resolve(name).available() for name in self.senders}
+        unavailable = {name: why for name, (ok, why) in checked.items() if not ok}
         for scenario in scenarios:
             # one file reached twice runs once; two files with one id (from different
             # --lab-scenarios folders) are two tests: their node ids differ by the folder

@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ DROPPED_VARS = frozenset({
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "PIP_CERT", "GIT_SSL_CAINFO", "NODE_OPTIONS",
 })
 OUTPUT_MAX = 4000  # bytes of a failing command's output kept for the error line
+REAL_ROOT_VAR = "DOWNGRADE_LAB_REAL_ROOT"  # where `make real-setup` unpacks MTAs (default .real)
 
 
 class SenderTimeout(SenderError):
@@ -61,6 +63,23 @@ def sender_environ(env: LabEnv, ca_file: Path | None = None,
     out.update(lab_variables(env, ca_file))
     out.update(extra or {})
     return out
+
+
+def real_root() -> Path:
+    """The folder where `make real-setup` unpacks the MTAs apt cannot install beside Postfix
+    (Exim, OpenSMTPD): $DOWNGRADE_LAB_REAL_ROOT, else `.real` in the checkout."""
+    env = os.environ.get(REAL_ROOT_VAR)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / ".real"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a daemon's own listener: the isolated run has the
+    namespace to itself, so nobody takes it before the daemon binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def make_workdir(prefix: str) -> Path:
