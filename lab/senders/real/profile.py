@@ -52,6 +52,9 @@ from .base import (
 
 POLL_S = 0.01
 HELO = "sender.test"
+# The line of a dying MTA's output worth quoting: the last that sounds like an error.
+TELLING = re.compile(r"fatal|error|abort|panic|corrupt|double free|segfault|denied|cannot|failed",
+                     re.IGNORECASE)
 
 
 def static_values(profile: spec.Profile) -> dict[str, str]:
@@ -106,6 +109,7 @@ class ProfileSender:
         self._output: IO[bytes] | None = None
         self._log: LogTail | None = None
         self._count = 0
+        self._words: list[str] = []
 
     def _where(self, key: str) -> str:
         return f"{Path(self.profile.file).name}: {key}"
@@ -152,7 +156,7 @@ class ProfileSender:
 
     async def _launch(self, folder: Path) -> None:
         start = self.profile.start
-        words = [spec.fill(w, self._values) for w in start.run]
+        words = self._words = [spec.fill(w, self._values) for w in start.run]
         sink: int | IO[bytes] = asyncio.subprocess.DEVNULL
         if start.output:
             self._output = sink = (folder / start.output).open("ab")
@@ -169,7 +173,8 @@ class ProfileSender:
         start, proc, log = self.profile.start, self._proc, self._log
         assert proc is not None and log is not None
         end = time.monotonic() + start.timeout_s
-        pattern = re.compile(spec.fill(start.ready_log, self._values, regex=True)) if start.ready_log else None
+        pattern = (re.compile(spec.fill(start.ready_log, self._values, regex=True))
+                   if start.ready_log else None)
         port = int(spec.fill(start.ready_port, self._values)) if start.ready_port else None
         seen_log = pattern is None
         while True:
@@ -188,13 +193,15 @@ class ProfileSender:
 
     def _last_words(self) -> str:
         """The start output's last line, for an error."""
-        if self._dir is None or not self.profile.start.output:
+        if self._dir is None or not self.profile.start.output:  # no output file to read
             return ""
         try:
             text = (self._dir / self.profile.start.output).read_bytes()[-4000:]
         except OSError:
             return ""
-        line = one_line(text)
+        lines = text.decode("utf-8", "replace").splitlines()
+        telling = [line for line in lines if TELLING.search(line)]
+        line = one_line((telling or lines or [""])[-1])
         return f": {line}" if line else ""
 
     async def send(self, message: Message, deadline: float) -> SendReport:
@@ -206,6 +213,9 @@ class ProfileSender:
         values = self._values | {"sender": message.mail_from, "recipient": message.rcpt_to,
                                  "message_file": str(path), "message_id": _message_id(message)}
         self._log.skip()
+        dead = self._exited()
+        if dead:  # it will deliver nothing more: deferred (held), so the lab does not wait
+            return SendReport("deferred", f"{dead} before this step{self._last_words()}")
         try:
             reply = await self._submit(message, values, deadline)
         except SenderError as exc:
@@ -260,6 +270,11 @@ class ProfileSender:
                 result = spec.first_result(out, lines, values)
                 if result is not None:
                     return await self._report(result, lines, key)
+            dead = self._exited()
+            if dead:  # the MTA's own failure (a crash is not the lab's): the message stays
+                # in its queue and nothing will deliver it, so the wait ends here
+                return SendReport("deferred", f"{dead}, the message still queued"
+                                  f"{self._last_words()}", {"key": key, "log": _mentioning(lines, key)})
             if time.monotonic() >= deadline:
                 why = "no verdict in the log" if key is not None else "the message's key is not in the log"
                 return SendReport("unknown", f"{self.name}: {why} by the deadline",
@@ -273,7 +288,18 @@ class ProfileSender:
                                               5.0, check=False))[-2000:]
         return SendReport(result.state, result.reason, extra)  # type: ignore[arg-type]
 
+    def _exited(self) -> str:
+        """Why the foreground MTA is gone ("" while it runs, or for a daemon that forked)."""
+        proc = self._proc
+        if proc is None or self.profile.start.daemon or proc.returncode is None:
+            return ""
+        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+               else f"exited with status {proc.returncode}")
+        return f"{self.name}: {Path(self._words[0]).name} {how}"
+
     async def _between(self) -> None:
+        if self._exited():
+            return  # nothing left to purge
         for i, cmd in enumerate(self.profile.between.run):
             await self._run(cmd, f"between.run[{i}]", self.profile.between.timeout_s)
 
