@@ -55,6 +55,7 @@ TOP_KEYS = {"name", "summary", "capabilities", "vars", "requires", "files", "pre
 REQUIRES_KEYS = {"programs", "files", "users", "how"}
 FILE_KEYS = {"path", "text", "mode"}
 RUN_KEYS = {"run", "timeout_s"}
+BETWEEN_KEYS = RUN_KEYS | {"restart"}
 START_KEYS = {"run", "daemon", "output", "ready_port", "ready_log", "timeout_s"}
 SUBMIT_KEYS = {"via", "host", "port", "starttls", "user", "password", "command", "stdin",
                "queue_id", "timeout_s"}
@@ -80,6 +81,7 @@ class Steps:
 
     run: tuple[Command, ...] = ()
     timeout_s: float = 15.0
+    restart: bool = False  # between steps only: stop and start the MTA again after `run`
 
 
 @dataclass(frozen=True)
@@ -332,9 +334,10 @@ def _files(ctx: _Ctx, value: Any) -> tuple[FileSpec, ...]:
 
 
 def _steps(ctx: _Ctx, value: Any, key: str) -> Steps:
-    t = ctx.table(value, key, RUN_KEYS)
+    t = ctx.table(value, key, BETWEEN_KEYS if key == "between" else RUN_KEYS)
     return Steps(run=ctx.commands(t.get("run", []), f"{key}.run"),
-                 timeout_s=ctx.seconds(t.get("timeout_s", 15.0), f"{key}.timeout_s"))
+                 timeout_s=ctx.seconds(t.get("timeout_s", 15.0), f"{key}.timeout_s"),
+                 restart=ctx.boolean(t.get("restart", False), f"{key}.restart"))
 
 
 def _start(ctx: _Ctx, value: Any) -> Start:

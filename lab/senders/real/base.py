@@ -38,6 +38,8 @@ class SenderTimeout(SenderError):
 
 
 def require_isolated(env: LabEnv, name: str) -> None:
+    """SenderError unless the lab runs in the isolated topology (a real MTA resolves through
+    /etc/resolv.conf and connects to port 25: only the namespace points those at the lab)."""
     if env.topology != "isolated":
         raise SenderError(f"{name} is a real MTA: it runs only in the isolated topology "
                           "(downgrade-lab run --isolate)")
@@ -101,6 +103,7 @@ def export_ca(env: LabEnv, folder: Path) -> Path:
 
 
 def one_line(text: str | bytes, limit: int = 300) -> str:
+    """The last non-empty line of `text`, cut at `limit` characters: for error messages."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -110,6 +113,8 @@ def one_line(text: str | bytes, limit: int = 300) -> str:
 
 @dataclass(frozen=True)
 class Done:
+    """A finished command: its exit status and what it printed."""
+
     code: int
     out: str  # stdout and stderr together
 

@@ -110,6 +110,7 @@ class ProfileSender:
         self._log: LogTail | None = None
         self._count = 0
         self._words: list[str] = []
+        self._restart = False  # between.restart: a new MTA process before the next step
 
     def _where(self, key: str) -> str:
         return f"{Path(self.profile.file).name}: {key}"
@@ -156,8 +157,12 @@ class ProfileSender:
 
     async def _launch(self, folder: Path) -> None:
         start = self.profile.start
+        if self._log is not None:
+            self._log.skip()  # a ready_log line must come from this process
         words = self._words = [spec.fill(w, self._values) for w in start.run]
         sink: int | IO[bytes] = asyncio.subprocess.DEVNULL
+        if self._output is not None:
+            self._output.close()
         if start.output:
             self._output = sink = (folder / start.output).open("ab")
         try:
@@ -186,7 +191,8 @@ class ProfileSender:
                 raise SenderError(f"{self._where('start.run')}: {start.run[0]} exited with "
                                   f"status {proc.returncode} at start{self._last_words()}")
             if time.monotonic() >= end:
-                what = f"port {port}" if port is not None and seen_log else f"{start.ready_log!r} in the log"
+                what = (f"port {port}" if port is not None and seen_log
+                        else f"{start.ready_log!r} in the log")
                 raise SenderError(f"{self._where('start')}: not ready within {start.timeout_s:g} s "
                                   f"(waited for {what}){self._last_words()}")
             await asyncio.sleep(POLL_S)
@@ -212,6 +218,10 @@ class ProfileSender:
         path.write_bytes(message.data)
         values = self._values | {"sender": message.mail_from, "recipient": message.rcpt_to,
                                  "message_file": str(path), "message_id": _message_id(message)}
+        if self._restart:
+            self._restart = False
+            await self._terminate()
+            await self._launch(self._dir)
         self._log.skip()
         dead = self._exited()
         if dead:  # it will deliver nothing more: deferred (held), so the lab does not wait
@@ -300,8 +310,12 @@ class ProfileSender:
     async def _between(self) -> None:
         if self._exited():
             return  # nothing left to purge
-        for i, cmd in enumerate(self.profile.between.run):
-            await self._run(cmd, f"between.run[{i}]", self.profile.between.timeout_s)
+        between = self.profile.between
+        for i, cmd in enumerate(between.run):
+            await self._run(cmd, f"between.run[{i}]", between.timeout_s)
+        # the same folder (files, queue, log), a new process before the next step (if any):
+        # no timer of the last step holds the next message
+        self._restart = between.restart
 
     async def stop(self) -> None:
         """Stop the MTA (its whole process group), run `stop.run`, remove the folder. Idempotent."""
