@@ -232,13 +232,17 @@ class ProfileSender:
             await self._between()
             return SendReport("deferred" if not isinstance(exc, SenderTimeout) else "unknown",
                               f"submission refused: {exc}")
+        handed = time.monotonic()
         sub = self.profile.submit
         m = re.search(spec.fill(sub.queue_id, values, regex=True), reply) if sub.queue_id else None
         values["queue_id"] = m.group("id") if m else ""
         try:
-            return await self._verdict(values, deadline)
+            report = await self._verdict(values, deadline)
+            # how long the MTA took to log its verdict after it took the message
+            report.extra["verdict_s"] = round(time.monotonic() - handed, 3)
         finally:
             await self._between()
+        return report
 
     async def _submit(self, message: Message, values: dict[str, str], deadline: float) -> str:
         """Hand the message over; returns the MTA's words (last SMTP reply / command output)."""
