@@ -203,3 +203,22 @@ def test_a_missing_profile_file_is_one_line(tmp_path: Path) -> None:
     done = lab(None, "run", "--sender", str(tmp_path / "nope.toml"), *TWO)
     assert (done.returncode, done.stderr) == (2, f"downgrade-lab: sender profile {tmp_path / 'nope.toml'}: "
                                                  "no such file\n")
+
+
+def test_the_doc_shows_the_example_verbatim() -> None:
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    marker = "<!-- example: docs/examples/plugin/strict_tls_sender.py -->\n```python\n"
+    assert marker in doc
+    shown = doc.split(marker, 1)[1].split("```\n", 1)[0]
+    assert shown == EXAMPLE.read_text()
+    assert 30 <= len(shown.splitlines()) <= 60  # "about 40 lines"
+
+
+def test_the_api_module_exports_what_the_doc_lists() -> None:
+    import downgrade_lab.api as api
+
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    for name in api.__all__:
+        assert f"`{name}" in doc, f"docs/plugins.md does not list {name}"
+        assert getattr(api, name).__doc__ or name in ("ENTRY_POINT_GROUP", "SenderState"), \
+            f"{name} has no docstring"

@@ -116,7 +116,7 @@ def test_a_wrong_profile_names_file_and_key(old: str, new: str, key: str, words:
 
 @pytest.mark.parametrize("text, words", [
     ("name = ", "bad TOML"),
-    ('name = "x"\nsummary = "y"', "start: missing"),
+    ('name = "x"\nsummary = "y"', "submit: missing"),
     ("[[name]]", "summary: missing"),
 ])
 def test_a_profile_that_is_not_one_says_so(text: str, words: str) -> None:

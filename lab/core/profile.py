@@ -135,7 +135,7 @@ class Profile:
     requires: Requires
     files: tuple[FileSpec, ...]
     prepare: Steps
-    start: Start
+    start: Start | None  # None: nothing runs between messages (submit.command does the work)
     stop: Steps
     submit: Submit
     outcome: Outcome
@@ -267,9 +267,9 @@ def load(text: str, file: str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ctx.error("", f"bad TOML: {exc}") from None
     top = ctx.table(data, "", TOP_KEYS)
-    for key in ("name", "summary", "start", "submit", "outcome"):
+    for key in ("name", "summary", "submit", "outcome"):
         if key not in top:
-            raise ctx.error(key, "missing (a profile needs name, summary, start, submit, outcome)")
+            raise ctx.error(key, "missing (a profile needs name, summary, submit, outcome)")
     name = ctx.string(top["name"], "name")
     if not NAME.match(name):
         raise ctx.error("name", f"{name!r} is not a sender name (lower-case letters, digits, "
@@ -285,7 +285,7 @@ def load(text: str, file: str) -> Profile:
         requires=_requires(ctx, top.get("requires", {})),
         files=_files(ctx, top.get("files", [])),
         prepare=_steps(ctx, top.get("prepare", {}), "prepare"),
-        start=_start(ctx, top["start"]),
+        start=_start(ctx, top["start"]) if "start" in top else None,
         stop=_steps(ctx, top.get("stop", {}), "stop"),
         submit=_submit(ctx, top["submit"]),
         outcome=_outcome(ctx, top["outcome"]),

@@ -145,7 +145,8 @@ class ProfileSender:
         self._log.skip()
         for i, cmd in enumerate(p.prepare.run):
             await self._run(cmd, f"prepare.run[{i}]", p.prepare.timeout_s)
-        await self._launch(folder)
+        if p.start is not None:
+            await self._launch(folder)
 
     async def _run(self, cmd: spec.Command, key: str, timeout_s: float,
                    values: Mapping[str, str] | None = None, stdin: bytes | None = None,
@@ -157,6 +158,7 @@ class ProfileSender:
 
     async def _launch(self, folder: Path) -> None:
         start = self.profile.start
+        assert start is not None
         if self._log is not None:
             self._log.skip()  # a ready_log line must come from this process
         words = self._words = [spec.fill(w, self._values) for w in start.run]
@@ -176,7 +178,7 @@ class ProfileSender:
 
     async def _ready(self) -> None:
         start, proc, log = self.profile.start, self._proc, self._log
-        assert proc is not None and log is not None
+        assert start is not None and proc is not None and log is not None
         end = time.monotonic() + start.timeout_s
         pattern = (re.compile(spec.fill(start.ready_log, self._values, regex=True))
                    if start.ready_log else None)
@@ -199,10 +201,11 @@ class ProfileSender:
 
     def _last_words(self) -> str:
         """The start output's last line, for an error."""
-        if self._dir is None or not self.profile.start.output:  # no output file to read
+        start = self.profile.start
+        if self._dir is None or start is None or not start.output:  # no output file to read
             return ""
         try:
-            text = (self._dir / self.profile.start.output).read_bytes()[-4000:]
+            text = (self._dir / start.output).read_bytes()[-4000:]
         except OSError:
             return ""
         lines = text.decode("utf-8", "replace").splitlines()
@@ -218,7 +221,7 @@ class ProfileSender:
         path.write_bytes(message.data)
         values = self._values | {"sender": message.mail_from, "recipient": message.rcpt_to,
                                  "message_file": str(path), "message_id": _message_id(message)}
-        if self._restart:
+        if self._restart and self.profile.start is not None:
             self._restart = False
             await self._terminate()
             await self._launch(self._dir)
@@ -228,10 +231,16 @@ class ProfileSender:
             return SendReport("deferred", f"{dead} before this step{self._last_words()}")
         try:
             reply = await self._submit(message, values, deadline)
-        except SenderError as exc:
+        except SenderTimeout as exc:
             await self._between()
-            return SendReport("deferred" if not isinstance(exc, SenderTimeout) else "unknown",
-                              f"submission refused: {exc}")
+            return SendReport("unknown", f"{exc} (stopped at the step's deadline)")
+        except SenderError as exc:
+            # a one-shot MTA may exit non-zero after logging its verdict: the log decides
+            told = await self._verdict(values | {"queue_id": ""}, time.monotonic())
+            await self._between()
+            if told.state != "unknown":
+                return told
+            return SendReport("deferred", f"submission refused: {exc}")
         handed = time.monotonic()
         sub = self.profile.submit
         m = re.search(spec.fill(sub.queue_id, values, regex=True), reply) if sub.queue_id else None
@@ -305,7 +314,8 @@ class ProfileSender:
     def _exited(self) -> str:
         """Why the foreground MTA is gone ("" while it runs, or for a daemon that forked)."""
         proc = self._proc
-        if proc is None or self.profile.start.daemon or proc.returncode is None:
+        start = self.profile.start
+        if proc is None or start is None or start.daemon or proc.returncode is None:
             return ""
         how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")
