@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from downgrade_lab.core.profile import Profile, fill, find_key, first_result, load
+from downgrade_lab.core.profile import Profile, context_facts, fill, find_key, first_result, load
 from downgrade_lab.errors import ProfileError
 from downgrade_lab.senders.registry import PROFILES
 from tests.purity import imported_roots, loaded_by_importing
@@ -102,6 +102,7 @@ def test_a_good_profile_loads() -> None:
      "deferred = ['{{id}}: deferred', '{{id}}: try (later']", "outcome.deferred[1]", "bad regular expression"),
     ('log = "toy.log"', 'log = "toy.log"\nkey = "id=(\\\\w+)"', "outcome.key", "(?P<id>"),
     ('run = "toyctl purge"', 'run = 5', "between.run", "list of commands"),
+    ("ignore = '{{id}}", "context = '{{session}} tls'\nignore = '{{id}}", "outcome.context", "unknown placeholder {{session}}"),
     ("[between]", "[between]\ntimeout_s = 0", "between.timeout_s", "number of seconds"),
 ])
 def test_a_wrong_profile_names_file_and_key(old: str, new: str, key: str, words: str) -> None:
@@ -158,6 +159,21 @@ LOG = [
 def test_first_result(lines: list[str], key: str, state: str | None, reason: str | None) -> None:
     result = first_result(profile().outcome, lines, {"id": key})
     assert (result.state, result.reason) == (state, reason) if result else state is None
+
+
+SESSION = edit("delivered = '{{id}}: sent", "delivered = '(?P<session>s\\d) {{id}}: sent") \
+    .replace("ignore = '{{id}}", "context = '^{{session}} (?P<fact>TLS\\S*)'\nignore = '{{id}}")
+
+
+@pytest.mark.parametrize("lines, facts", [
+    (["s1 TLS1.3", "s2 TLS1.2", "s1 Q1: sent (ok)"], ["TLS1.3"]),  # the same session only
+    (["s2 TLS1.2", "s1 Q1: sent (ok)"], []),  # no TLS in that session
+])
+def test_context_facts_of_the_result_session(lines: list[str], facts: list[str]) -> None:
+    outcome = profile(SESSION).outcome
+    result = first_result(outcome, lines, {"id": "Q1"})
+    assert result is not None and dict(result.groups) == {"session": "s1"}
+    assert context_facts(outcome, lines, {"id": "Q1", **dict(result.groups)}) == facts
 
 
 @pytest.mark.parametrize("lines, key", [

@@ -59,7 +59,7 @@ BETWEEN_KEYS = RUN_KEYS | {"restart"}
 START_KEYS = {"run", "daemon", "output", "ready_port", "ready_log", "timeout_s"}
 SUBMIT_KEYS = {"via", "host", "port", "starttls", "user", "password", "command", "stdin",
                "queue_id", "timeout_s"}
-OUTCOME_KEYS = {"log", "key", "delivered", "deferred", "bounced", "ignore", "queue"}
+OUTCOME_KEYS = {"log", "key", "delivered", "deferred", "bounced", "ignore", "queue", "context"}
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,39}$")
 VAR_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -115,6 +115,7 @@ class Outcome:
     patterns: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (state, regexes), STATES order
     ignore: tuple[str, ...] = ()  # lines that look like a result but are not one
     queue: Command = ()  # lists the queue; its output goes with a deferral
+    context: tuple[str, ...] = ()  # lines whose `fact` group (or whole line) joins the reason
 
 
 @dataclass(frozen=True)
@@ -403,6 +404,9 @@ def _outcome(ctx: _Ctx, value: Any) -> Outcome:
         raise ctx.error("outcome", "needs at least one of delivered, deferred, bounced")
     if "delivered" not in t:
         raise ctx.error("outcome.delivered", "missing: the line that says the message was delivered")
+    # a context pattern may use the named groups of the result patterns, e.g. {{session}}
+    groups = {g for _, pats in patterns for p in pats
+              for g in re.compile(PLACEHOLDER.sub("x", p)).groupindex} - {"reason"}
     return Outcome(
         log=ctx.string(t["log"], "outcome.log", empty=False),
         key=(ctx.regex(t["key"], "outcome.key", extra=keyed, groups=["id"]) if "key" in t else ""),
@@ -410,6 +414,9 @@ def _outcome(ctx: _Ctx, value: Any) -> Outcome:
         ignore=(ctx.regexes(t["ignore"], "outcome.ignore", extra=[*MESSAGE_VALUES, *OUTCOME_VALUES])
                 if "ignore" in t else ()),
         queue=ctx.command(t["queue"], "outcome.queue") if "queue" in t else (),
+        context=(ctx.regexes(t["context"], "outcome.context",
+                             extra=[*MESSAGE_VALUES, *OUTCOME_VALUES, *groups])
+                 if "context" in t else ()),
     )
 
 
@@ -420,6 +427,7 @@ class Result:
     state: str  # delivered | deferred | bounced
     reason: str  # the pattern's `reason` group, else the whole line
     line: str
+    groups: tuple[tuple[str, str], ...] = ()  # the pattern's other named groups
 
 
 def find_key(outcome: Outcome, lines: Iterable[str], values: Mapping[str, str]) -> str | None:
@@ -444,6 +452,24 @@ def first_result(outcome: Outcome, lines: Iterable[str], values: Mapping[str, st
         for state, pattern in compiled:
             m = pattern.search(line)
             if m:
-                reason = m.groupdict().get("reason") or line.strip()
-                return Result(state, reason, line)
+                found = {k: v for k, v in m.groupdict().items() if v is not None}
+                reason = found.pop("reason", "") or line.strip()
+                return Result(state, reason, line, tuple(sorted(found.items())))
     return None
+
+
+def context_facts(outcome: Outcome, lines: Iterable[str], values: Mapping[str, str]) -> list[str]:
+    """What outcome.context finds about the message (its `fact` group, else the line), in log
+    order; `values` include the result's named groups (a session id, say)."""
+    try:
+        patterns = [re.compile(fill(p, values, regex=True)) for p in outcome.context]
+    except KeyError:  # a group the matching result pattern does not have
+        return []
+    facts = []
+    for line in lines:
+        for pattern in patterns:
+            m = pattern.search(line)
+            if m:
+                facts.append((m.groupdict().get("fact") or line).strip())
+                break
+    return facts

@@ -108,13 +108,12 @@ SENDERS: dict[str, SenderInfo] = {
                    "Postfix + postfix-mta-sts-resolver (strict_testing off)", builtin=False),
         SenderInfo("postfix-mta-sts-strict", ".real.postfix:PostfixMtaStsStrictSender",
                    "Postfix + postfix-mta-sts-resolver, strict_testing on", builtin=False),
-        SenderInfo("exim", ".real.exim:EximSender",
-                   "Exim 4, default opportunistic TLS (no MTA-STS)", builtin=False),
         SenderInfo("mailauth", ".real.mailauth:MailauthSender",
                    "Node mx-connect + mailauth + nodemailer (ZoneMTA's MTA-STS path)",
                    builtin=False),
         SenderInfo("command", ".real.command:CommandSender",
                    "any program, from the template in DOWNGRADE_LAB_COMMAND", builtin=False),
+        # `exim` and `opensmtpd` are profiles: lab/senders/profiles/*.toml, after these.
     )
 }
 

@@ -292,7 +292,7 @@ class ProfileSender:
                 values["id"] = key
                 result = spec.first_result(out, lines, values)
                 if result is not None:
-                    return await self._report(result, lines, key)
+                    return await self._report(result, lines, key, values)
             dead = self._exited()
             if dead:  # the MTA's own failure (a crash is not the lab's): the message stays
                 # in its queue and nothing will deliver it, so the wait ends here
@@ -304,12 +304,17 @@ class ProfileSender:
                                   {"key": key, "log": _mentioning(lines, key)})
             await asyncio.sleep(POLL_S)
 
-    async def _report(self, result: spec.Result, lines: list[str], key: str) -> SendReport:
+    async def _report(self, result: spec.Result, lines: list[str], key: str,
+                      values: Mapping[str, str]) -> SendReport:
         extra: dict[str, object] = {"key": key, "log": _mentioning(lines, key)}
+        facts = spec.context_facts(self.profile.outcome, lines, {**values, **dict(result.groups)})
+        if facts:
+            extra["context"] = facts
         if result.state == "deferred" and self.profile.outcome.queue:
             extra["queue"] = (await self._run(self.profile.outcome.queue, "outcome.queue",
                                               5.0, check=False))[-2000:]
-        return SendReport(result.state, result.reason, extra)  # type: ignore[arg-type]
+        reason = "; ".join([result.reason, *facts])
+        return SendReport(result.state, reason, extra)  # type: ignore[arg-type]
 
     def _exited(self) -> str:
         """Why the foreground MTA is gone ("" while it runs, or for a daemon that forked)."""
