@@ -147,9 +147,10 @@ def test_opensmtpd_profile_reads_its_verdicts_from_the_log(tmp_path: Path, run_t
     assert inject["verdict"] == "WEAK", inject["reason"]
     report = inject["steps"][0]["sender_report"]
     assert report["state"] == "deferred" and "smtpd exited with status" in report["detail"]
-    # the verdicts come from the log within a fraction of a second of the hand-over
+    # the verdicts come from the log a fraction of a second after the hand-over (0.1-0.3 s on
+    # an idle machine), never after waiting for the step's 10 s deadline
     times = [s["sender_report"]["verdict_s"] for r in record["results"] for s in r["steps"]]
-    assert max(times) < 1.0, times
+    assert max(times) < 2.0, times
 
 
 def test_a_profile_whose_mta_will_not_start_says_why(tmp_path: Path, run_tmp: Path) -> None:
