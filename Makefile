@@ -45,8 +45,8 @@ real-setup: setup
 # per-sender counts are compared with docs/senders.md (a difference is a warning).
 real-matrix: real-setup
 	@mkdir -p out
-	@senders=$$($(BIN)/python -c 'from downgrade_lab.senders.registry import SENDERS; print(" ".join( \
-	  f"--sender {n}" for n, i in SENDERS.items() if not i.builtin and i.available()[0]))'); \
+	@senders=$$($(BIN)/python -c 'from downgrade_lab.senders.registry import all_senders; print(" ".join( \
+	  f"--sender {n}" for n, i in all_senders().items() if i.needs_isolate and i.available()[0]))'); \
 	  [ -n "$$senders" ] || { echo "real-matrix: no real sender can run here (downgrade-lab senders)"; exit 2; }; \
 	  $(BIN)/downgrade-lab run scenarios --isolate $$senders --json out/matrix-real.json \
 	  --junit out/matrix-real.xml; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \

@@ -24,3 +24,15 @@ class ServiceError(LabError):
 
 class SenderError(LabError):
     """A sender adapter could not start or run (not installed, bad template, ...)."""
+
+
+class ProfileError(SenderError):
+    """An MTA profile (`--sender FILE.toml`) is malformed: names the file, the key and what is
+    allowed, as a `ScenarioError` does for a scenario."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(where + message)

@@ -6,6 +6,9 @@
 #   postfix                  Debian package, preseeded "No configuration": starts nothing
 #   exim4 (unpacked)         apt-get download + dpkg -x into $DATA/exim: Debian's exim4
 #                            conflicts with postfix as a mail-transport-agent
+#   opensmtpd (unpacked)     the same into $DATA/opensmtpd, for the `opensmtpd` profile
+#                            (lab/senders/profiles/opensmtpd.toml); its users, its compiled-in
+#                            spool and chroot folders, smtpctl setgid opensmtpq
 #   mx-connect, mailauth,    npm, into $DATA/node/node_modules, next to the mailauth driver
 #   nodemailer               (copied there from the package: Node resolves from the script)
 #   postfix-mta-sts-resolver pip: into the project's .venv (checkout), or the environment of
@@ -35,6 +38,7 @@ else
 fi
 EXIM_DIR=$DATA/exim
 NODE_DIR=$DATA/node
+OPENSMTPD_DIR=$DATA/opensmtpd
 export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$DATA"
 
@@ -69,7 +73,7 @@ need_pkgs() {  # the packages among "$@" that are not installed
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Postfix: "No configuration" writes no main.cf and starts no daemon; the lab runs private
   # instances with `postfix -c DIR`.
-  pkgs="postfix uidmap iproute2 libidn12 libgnutls-dane0"
+  pkgs="postfix uidmap iproute2 libidn12 libgnutls-dane0 libevent-2.1-7 libdb5.3"
   command -v npm >/dev/null || pkgs="$pkgs nodejs npm"
   # shellcheck disable=SC2086 # one package per word
   missing=$(need_pkgs $pkgs)
@@ -95,8 +99,32 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     useradd --system --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin Debian-exim
   fi
+  # OpenSMTPD: unpacked too (it also conflicts with postfix). Debian's build runs as the
+  # opensmtpd and opensmtpq users (not OpenBSD's _smtpd/_smtpq), chroots into
+  # /var/lib/opensmtpd/empty and has /var/spool/smtpd compiled in: the profile bind-mounts a
+  # private queue over that folder inside the lab's namespace, so it only has to exist here.
+  if [ ! -x "$OPENSMTPD_DIR/usr/sbin/smtpd" ]; then
+    apt_update
+    tmp_o=$(mktemp -d)
+    (cd "$tmp_o" && quiet apt-get download -qq opensmtpd)
+    rm -rf "$OPENSMTPD_DIR.new" && mkdir -p "$OPENSMTPD_DIR.new"
+    for deb in "$tmp_o"/*.deb; do dpkg -x "$deb" "$OPENSMTPD_DIR.new"; done
+    rm -rf "$tmp_o"
+    rm -rf "$OPENSMTPD_DIR" && mv "$OPENSMTPD_DIR.new" "$OPENSMTPD_DIR"
+  fi
+  for u in opensmtpd opensmtpq; do
+    getent group "$u" >/dev/null || groupadd --system "$u"
+    getent passwd "$u" >/dev/null || useradd --system --gid "$u" --no-create-home \
+      --home-dir /var/lib/opensmtpd/empty --shell /usr/sbin/nologin "$u"
+  done
+  mkdir -p /var/lib/opensmtpd/empty /var/spool/smtpd
+  # smtpctl talks to smtpd only when it is setgid opensmtpq (Debian's postinst does this)
+  smtpctl=$OPENSMTPD_DIR/usr/sbin/smtpctl
+  if [ "$(stat -c %G:%a "$smtpctl")" != "opensmtpq:2555" ]; then
+    chgrp opensmtpq "$smtpctl" && chmod 2555 "$smtpctl"
+  fi
 else
-  say "not root: skipping postfix, exim and uidmap (Debian packages); run as root to install them"
+  say "not root: skipping postfix, exim, opensmtpd and uidmap (Debian packages); run as root to install them"
 fi
 
 # Node: the mailauth driver and its own dependencies, in the data folder.

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from downgrade_lab.senders.registry import SENDERS
+from downgrade_lab.senders.registry import resolve
 from tests.events import wait_until
 from tests.isolation import isolation_problem as _isolation_problem
 from tests.isolation import leftovers, need_isolation
@@ -32,7 +32,7 @@ RUN_TIMEOUT_S = 50
 def need(sender: str) -> None:
     """Skip (or on CI fail) unless `sender` can run here in an isolated namespace."""
     need_isolation()
-    ok, why = SENDERS[sender].available()
+    ok, why = resolve(sender).available()
     if not ok:
         if os.environ.get("CI"):
             pytest.fail(f"{sender} should be installed on CI (scripts/install-real-senders.sh): {why}")
@@ -123,6 +123,49 @@ def test_exim_behaves_like_postfix(tmp_path: Path, run_tmp: Path) -> None:
     wrong = result(record, "receiver/wrong-name-cert-no-policy")["steps"][0]
     assert "CV=no" in wrong["sender_report"]["detail"]
     assert wrong["outcome"] == "delivered-tls"
+
+
+def test_opensmtpd_profile_reads_its_verdicts_from_the_log(tmp_path: Path, run_tmp: Path) -> None:
+    # A column from a profile alone (lab/senders/profiles/opensmtpd.toml, issue 14).
+    need("opensmtpd")
+    code, record, _ = isolated_run(tmp_path, run_tmp, "opensmtpd", "strip/starttls-enforce-warm",
+                                   "strip/starttls-testing", "baseline/healthy",
+                                   "inject/response-no-policy")
+    assert code == 1
+    warm = result(record, "strip/starttls-enforce-warm")
+    assert warm["verdict"] == "FAIL"  # opportunistic STARTTLS, no MTA-STS
+    assert [s["outcome"] for s in warm["steps"]] == ["delivered-tls", "delivered-plaintext"]
+    assert warm["steps"][1]["sender_report"]["state"] == "delivered"
+    assert result(record, "strip/starttls-testing")["verdict"] == "PASS"
+    healthy = result(record, "baseline/healthy")["steps"][0]["sender_report"]
+    assert healthy["state"] == "delivered" and healthy["detail"].startswith("250 ")
+    assert any("mta delivery evpid=" in line for line in healthy["log"])  # its log, keyed by queue id
+    assert 'server-cert-check result="success"' in healthy["detail"]  # against the lab CA
+    # OpenSMTPD 6.8.0p2 dies when plaintext follows 220 Ready to start TLS: its failure, told
+    # at once from its exit (no wait for the deadline), not a lab ERROR
+    inject = result(record, "inject/response-no-policy")
+    assert inject["verdict"] == "WEAK", inject["reason"]
+    report = inject["steps"][0]["sender_report"]
+    assert report["state"] == "deferred" and "smtpd exited with status" in report["detail"]
+    # the verdicts come from the log a fraction of a second after the hand-over (0.1-0.3 s on
+    # an idle machine), never after waiting for the step's 10 s deadline
+    times = [s["sender_report"]["verdict_s"] for r in record["results"] for s in r["steps"]]
+    assert max(times) < 2.0, times
+
+
+def test_a_profile_whose_mta_will_not_start_says_why(tmp_path: Path, run_tmp: Path) -> None:
+    # The failure beside the success above: a broken configuration is the pair's ERROR, in one
+    # line naming the profile file, the key and the MTA's own words.
+    need("opensmtpd")
+    profile = (ROOT / "lab" / "senders" / "profiles" / "opensmtpd.toml").read_text()
+    broken = run_tmp / "broken-opensmtpd.toml"
+    broken.write_text(profile.replace('name = "opensmtpd"', 'name = "broken"')
+                      .replace("listen on 127.0.0.1", "listen at 127.0.0.1"))
+    _, record, _ = isolated_run(tmp_path, run_tmp, str(broken), "baseline/healthy")
+    cell = result(record, "baseline/healthy")
+    assert cell["sender"] == "broken" and cell["verdict"] == "ERROR"
+    assert "broken-opensmtpd.toml: prepare.run[4]:" in cell["reason"]
+    assert "syntax error" in cell["reason"]
 
 
 def test_mailauth_runs_and_enforces(tmp_path: Path, run_tmp: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from downgrade_lab.senders.real.exim import exim_binary
 from tests.skips import group_of, summary_lines
 
 
@@ -17,7 +16,8 @@ from tests.skips import group_of, summary_lines
     ("postfix: /etc/postfix/master.cf missing: reinstall Debian's postfix", "postfix"),
     ("postfix-mta-sts: mta-sts-daemon not found: pip install 'downgrade-lab[real]' (make real-setup)",
      "postfix-mta-sts"),
-    (f"exim: {exim_binary()} not found: unpack Debian's exim4 (make real-setup)", "exim"),
+    ("exim: /d/exim/usr/sbin/exim4 not found (make real-setup unpacks Debian's exim4 and creates it)", "exim"),
+    ("opensmtpd: /d/opensmtpd/usr/sbin/smtpd not found (make real-setup unpacks Debian's opensmtpd and creates them)", "opensmtpd"),
     ("exim: the Debian-exim user is missing (make real-setup creates it)", "exim"),
     ("mailauth: npm packages mx-connect, mailauth, nodemailer missing in lab/senders/real/node: "
      "make real-setup (npm install --prefix lab/senders/real/node)", "mailauth"),
@@ -28,7 +28,7 @@ from tests.skips import group_of, summary_lines
     ("chromium is not installed (.ci/run installs Debian's chromium)", "chromium"),
     ("tshark is not installed (.ci/run installs it)", "tshark"),
     ("could not import 'yaml': No module named 'yaml'", "yaml"),
-], ids=["postfix", "postfix-for-mta-sts", "postfix-broken", "resolver", "exim", "exim-user",
+], ids=["postfix", "postfix-for-mta-sts", "postfix-broken", "resolver", "exim", "opensmtpd", "exim-user",
         "npm", "node", "isolate", "nobody", "chromium", "tshark", "yaml"])
 def test_each_skip_reason_falls_into_its_group(reason: str, group: str) -> None:
     found, how = group_of(reason)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from downgrade_lab.core.profile import fill, find_key, first_result, load
 from downgrade_lab.harness.topology import ISOLATED, LOOPBACK, get
 from downgrade_lab.senders.env import LabEnv
-from downgrade_lab.senders.real import exim, postfix, postfixlog
+from downgrade_lab.senders.real import postfix, postfixlog
 from downgrade_lab.senders.real.base import LogTail, sender_environ
 from downgrade_lab.senders.real.command import expand
+from downgrade_lab.senders.registry import PROFILES
 
 # -- topology ------------------------------------------------------------------------------------
 
@@ -138,19 +140,31 @@ EXIM_LOG = """\
 """.splitlines()
 
 
-@pytest.mark.parametrize(("lines", "state", "tls"), [
-    (EXIM_LOG[:2], "delivered", "TLS TLS1.3:AES_256_GCM:256 CV=yes"),
-    (EXIM_LOG, "deferred", "no TLS"),
-    (EXIM_LOG[:1], None, None),
+EXIM = load((PROFILES / "exim.toml").read_text(), "exim.toml")  # the exim profile (issue 14)
+
+
+@pytest.mark.parametrize(("lines", "message_id", "state", "reason"), [
+    (EXIM_LOG[:2], "1@sender.test", "delivered", "X=TLS1.3:AES_256_GCM:256 CV=yes"),
+    (EXIM_LOG, "2@sender.test", "deferred", "451 try later"),
+    (EXIM_LOG[:1], "1@sender.test", None, None),  # received, no result yet
+    (EXIM_LOG[2:3], "1@sender.test", None, None),  # another message's reception
 ])
-def test_exim_mainlog_verdict(lines: list[str], state: str | None, tls: str | None) -> None:
-    got = exim.parse(lines, "alice@sender.test")
-    assert (got[0], got[2]) == (state, tls) if got else state is None
+def test_exim_mainlog_verdict(lines: list[str], message_id: str, state: str | None,
+                              reason: str | None) -> None:
+    values = {"message_id": message_id, "sender": "alice@sender.test", "queue_id": "",
+              "recipient": "bob@example.test", "message_file": ""}
+    key = find_key(EXIM.outcome, lines, values)
+    got = first_result(EXIM.outcome, lines, {**values, "id": key}) if key else None
+    assert (got.state if got else None) == state
+    if reason is not None and got is not None:
+        assert reason in got.reason and got.reason.startswith("bob@example.test R=dnslookup")
 
 
 def test_exim_config_routes_by_mx_and_verifies_against_the_lab_ca() -> None:
-    text = exim.config(Path("/w"), Path("/e/exim4"), Path("/w/lab-ca.pem"))
+    text = fill(EXIM.files[0].text, {"exim": "/e/exim4", "helo": "sender.test", "workdir": "/w",
+                                     "ca_file": "/w/lab-ca.pem"})
     assert "tls_verify_certificates = /w/lab-ca.pem" in text and "driver = dnslookup" in text
+    assert "exim_path = /e/exim4" in text
     assert "hosts_require_tls" not in text  # Exim's default: opportunistic
 
 

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios against senders and print the matrix")
     run.add_argument("paths", nargs="*", metavar="PATH", help=paths_help)
     run.add_argument("--sender", action="append", dest="senders", metavar="NAME",
-                     help="sender to test (repeat; default: every built-in sender)")
+                     help="sender to test: a name (`downgrade-lab senders`), module:Class or a "
+                     "profile FILE.toml (repeat; default: every built-in sender)")
     run.add_argument("--isolate", action="store_true", help="run in a private network namespace")
     run.add_argument("--json", type=_path, metavar="FILE", help="write the run record as JSON")
     run.add_argument("--junit", type=_path, metavar="FILE", help="write JUnit XML")
@@ -320,13 +321,15 @@ def _cmd_coverage(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 
 def _cmd_senders(args: argparse.Namespace, env: Environment) -> ExitStatus:
-    from ..senders.registry import SENDERS
+    from ..senders.registry import all_senders, describe
 
-    width = max(len(n) for n in SENDERS)
-    for name, info in SENDERS.items():
+    infos = [describe(info) for info in all_senders().values()]
+    width = max(len(i.name) for i in infos)
+    for info in infos:
         ok, why = info.available()
-        env.stdout.write(f"{name.ljust(width)}  {'ready' if ok else 'unavailable':11}  "
-                         f"{info.summary}\n")
+        origin = f" [{info.origin}]" if info.origin != "lab" else ""
+        env.stdout.write(f"{info.name.ljust(width)}  {'ready' if ok else 'unavailable':11}  "
+                         f"{info.summary}{origin}\n")
         if not ok:
             env.stdout.write(f"{'':{width}}  {'':11}  why: {why}\n")
     return ExitStatus.OK

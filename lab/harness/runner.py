@@ -25,7 +25,7 @@ from ..core.record import (
 from ..core.verdict import Judgement, combine, judge_report, judge_step, outcome, with_report
 from ..errors import LabError
 from ..senders.base import Message, Sender, SendReport
-from ..senders.registry import make_sender
+from ..senders.registry import label, make_sender
 from .lab import Lab, Reports
 from .pki import PKI
 from .topology import LOOPBACK, Topology
@@ -73,12 +73,14 @@ async def _send(sender: Sender, message: Message, step: Step) -> SendReport:
         return SendReport("unknown", f"the sender did not finish within {step.deadline_s:g} s")
 
 
-async def run_pair(scenario: Scenario, sender_name: str, pki: PKI, *,
+async def run_pair(scenario: Scenario, sender_spec: str, pki: PKI, *,
                    capture: bool = False, topology: Topology = LOOPBACK) -> PairRecord:
-    """One scenario against one sender, every step in order, sharing the sender's state.
-    `capture`: keep the bytes that crossed the attacker in the record (for the pcap export)."""
+    """One scenario against one sender (a name, module:Class or a profile file), every step in
+    order, sharing the sender's state. `capture`: keep the bytes that crossed the attacker in
+    the record (for the pcap export)."""
     started = time.monotonic()
-    sender = make_sender(sender_name)
+    sender_name = label(sender_spec)  # the matrix column: a profile's or a class's own name
+    sender = make_sender(sender_spec)
     missing = scenario.needs() - sender.capabilities
     if missing:
         why = f"sender lacks {', '.join(sorted(missing))}"

@@ -27,6 +27,7 @@ class Message:
     @classmethod
     def make(cls, rcpt_to: str, headers: tuple[tuple[str, str], ...] = (),
              mail_from: str = "alice@sender.test") -> Message:
+        """A new probe message to `rcpt_to` with a fresh token and Message-ID (CRLF lines)."""
         token = "DGLTOKEN" + uuid.uuid4().hex
         msg = EmailMessage()
         msg["From"] = mail_from
@@ -43,7 +44,9 @@ class Message:
 
 @dataclass(frozen=True)
 class SendReport:
-    """The sender's own view of one delivery attempt."""
+    """The sender's own view of one delivery attempt: `state`, its own words in `detail`
+    (the run record's `sender_report.detail`) and anything else worth keeping in `extra`
+    (JSON-serialisable; merged into `sender_report`)."""
 
     state: SenderState
     detail: str = ""
@@ -55,14 +58,28 @@ class SendReport:
 
 @runtime_checkable
 class Sender(Protocol):
+    """A sender under test (DESIGN §5). One instance per scenario: `start` once, `send` once
+    per step (the steps share the sender's state, e.g. its MTA-STS cache), `stop` at the end,
+    also after a failure (make it idempotent). A sender lacking a capability a scenario needs
+    is SKIP there, not FAIL: "mta-sts", "tls-rpt", "clock" (`advance_clock(seconds)`),
+    "queue-state" (it can tell a deferral from a bounce), "dane"."""
+
     name: str
     capabilities: frozenset[str]  # e.g. {"mta-sts", "tls-rpt", "clock", "queue-state"}
 
-    async def start(self, env: LabEnv) -> None: ...
+    async def start(self, env: LabEnv) -> None:
+        """Get ready for the lab described by `env` (write configuration, start daemons)."""
+        ...
 
-    async def send(self, message: Message, deadline: float) -> SendReport: ...
+    async def send(self, message: Message, deadline: float) -> SendReport:
+        """Deliver `message` as the sender would; return its own view by `deadline` (a
+        `time.monotonic()` value). A final state (delivered, deferred, bounced) ends the lab's
+        wait at once; "unknown" makes the lab wait on its evidence until the deadline."""
+        ...
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None:
+        """Stop everything `start` started and remove what it wrote."""
+        ...
 
 
 def remaining(deadline: float) -> float:

@@ -33,4 +33,5 @@ class LabEnv:
         return ip, self.ports.get(name, default_port)
 
     def port_for_ip(self, host: str, ip: str, default_port: int) -> int:
+        """The port to use for `host` reached at `ip` (the port map, else `default_port`)."""
         return self.ports.get(host.lower().rstrip("."), default_port)

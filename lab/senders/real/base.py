@@ -11,6 +11,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ DROPPED_VARS = frozenset({
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", "PIP_CERT", "GIT_SSL_CAINFO", "NODE_OPTIONS",
 })
 OUTPUT_MAX = 4000  # bytes of a failing command's output kept for the error line
+REAL_ROOT_VAR = "DOWNGRADE_LAB_REAL_ROOT"  # where the unpacked MTAs are (default: the data folder)
 
 
 class SenderTimeout(SenderError):
@@ -36,6 +38,8 @@ class SenderTimeout(SenderError):
 
 
 def require_isolated(env: LabEnv, name: str) -> None:
+    """SenderError unless the lab runs in the isolated topology (a real MTA resolves through
+    /etc/resolv.conf and connects to port 25: only the namespace points those at the lab)."""
     if env.topology != "isolated":
         raise SenderError(f"{name} is a real MTA: it runs only in the isolated topology "
                           "(downgrade-lab run --isolate)")
@@ -63,6 +67,26 @@ def sender_environ(env: LabEnv, ca_file: Path | None = None,
     return out
 
 
+def real_root() -> Path:
+    """The folder where `make real-setup` unpacks the MTAs apt cannot install beside Postfix
+    (Exim, OpenSMTPD): $DOWNGRADE_LAB_REAL_ROOT, else the per-user data folder that
+    `downgrade-lab setup-senders` and `make real-setup` fill (never site-packages)."""
+    from .datadir import data_dir
+
+    env = os.environ.get(REAL_ROOT_VAR)
+    if env:
+        return Path(env)
+    return data_dir()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a daemon's own listener: the isolated run has the
+    namespace to itself, so nobody takes it before the daemon binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def make_workdir(prefix: str) -> Path:
     """A private folder under TMPDIR (the isolated run's own folder, removed when it ends).
     0711: daemons that drop root to their own user (postfix, Debian-exim) traverse it. Keep
@@ -82,6 +106,7 @@ def export_ca(env: LabEnv, folder: Path) -> Path:
 
 
 def one_line(text: str | bytes, limit: int = 300) -> str:
+    """The last non-empty line of `text`, cut at `limit` characters: for error messages."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
@@ -91,6 +116,8 @@ def one_line(text: str | bytes, limit: int = 300) -> str:
 
 @dataclass(frozen=True)
 class Done:
+    """A finished command: its exit status and what it printed."""
+
     code: int
     out: str  # stdout and stderr together
 
