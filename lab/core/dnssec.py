@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dns.dnssec
+import dns.dnssectypes
 import dns.name
 import dns.node
 import dns.rdata
@@ -44,7 +45,7 @@ from .dnszone import EDNS_LIMIT, MAX_CHAIN, Zone
 from .model import Attack
 
 ANCHOR = "test"  # the lab root: senders trust its key and nothing else
-ALGORITHM = dns.dnssec.Algorithm.ECDSAP256SHA256  # 13
+ALGORITHM = dns.dnssectypes.Algorithm.ECDSAP256SHA256  # 13
 FLAGS = 257  # ZONE | SEP: one key signs the zone and is the one the DS points at
 LIFETIME_S = 7 * 86400
 SKEW_S = 3600  # signatures start an hour ago: senders' clocks may run behind
@@ -143,12 +144,21 @@ def _parent(zone: str, zones: Iterable[str]) -> str:
     return max(above, key=len)
 
 
+def _origin(z: dns.zone.Zone) -> dns.name.Name:
+    assert z.origin is not None  # every lab zone is made with its origin
+    return z.origin
+
+
+def _zname(z: dns.zone.Zone) -> str:
+    return str(_origin(z).to_text()).rstrip(".")
+
+
 def _add(z: dns.zone.Zone, owner: str, *rdatas: dns.rdata.Rdata) -> None:
     for rd in rdatas:
         z.find_rdataset(_name(owner), rd.rdtype, create=True).add(rd, 0)
 
 
-def _sign_rrset(z: dns.zone.Zone, owner: dns.name.Name, rdtype: int, key: ZoneKey,
+def _sign_rrset(z: dns.zone.Zone, owner: dns.name.Name, rdtype: dns.rdatatype.RdataType, key: ZoneKey,
                 now: float, *, expired: bool = False) -> None:
     """(Re-)sign one RRset in place, replacing its RRSIG."""
     rds = z.get_rdataset(owner, rdtype)
@@ -158,7 +168,7 @@ def _sign_rrset(z: dns.zone.Zone, owner: dns.name.Name, rdtype: int, key: ZoneKe
         inception, expiration = now - 30 * 86400, now - EXPIRED_AGO_S
     else:
         inception, expiration = now - SKEW_S, now + LIFETIME_S
-    sig = dns.dnssec.sign((owner, rds), key.private, z.origin, key.dnskey,
+    sig = dns.dnssec.sign((owner, rds), key.private, _origin(z), key.dnskey,
                           inception=inception, expiration=expiration)
     sigs = dns.rdataset.from_rdata(0, sig)
     z.replace_rdataset(owner, sigs)  # replace_rdataset keys by (type, covers)
@@ -240,8 +250,8 @@ def _attack(built: _Built, zone: Zone, keys: LabKeys, dane: DaneWorld,
                         for owner in list(z.nodes):
                             _strip_sigs(z, owner)
             for h in hosts(a) if a.hosts is not None else []:
-                for owner in (h, tlsa_owner(h)):
-                    _strip_sigs(zone_of(owner), _name(owner))
+                for text in (h, tlsa_owner(h)):
+                    _strip_sigs(zone_of(text), _name(text))
         elif a.kind == "drop-tlsa":
             for h in hosts(a):
                 # The answer loses its TLSA and the attacker cannot sign the NSEC that would
@@ -250,7 +260,7 @@ def _attack(built: _Built, zone: Zone, keys: LabKeys, dane: DaneWorld,
         elif a.kind == "expire-rrsig":
             for h in hosts(a):
                 z = zone_of(tlsa_owner(h))
-                n = z.origin.to_text().rstrip(".")
+                n = _zname(z)
                 if n in built.signed:
                     _sign_rrset(z, _name(tlsa_owner(h)), T.TLSA, keys.key(n), now, expired=True)
         elif a.kind == "forge-tlsa":
@@ -260,11 +270,11 @@ def _attack(built: _Built, zone: Zone, keys: LabKeys, dane: DaneWorld,
                 z.delete_rdataset(owner, T.TLSA)
                 forged = dane.forged.get(h, ())
                 _add(z, tlsa_owner(h), *(_tlsa_rdata(t) for t in forged))
-                n = z.origin.to_text().rstrip(".")
+                n = _zname(z)
                 z.delete_rdataset(owner, T.RRSIG, T.TLSA)
                 if n in built.signed:  # signed, but with the attacker's key: bogus
                     _sign_rrset(z, owner, T.TLSA, keys.key("attacker:" + n), now)
-        elif a.kind in ("remove-ds", "wrong-ds") and home != ANCHOR:
+        elif a.kind in ("remove-ds", "wrong-ds") and home in built.signed - {ANCHOR}:
             parent = zones[_parent(home, names)]
             owner = _name(home)
             if a.kind == "remove-ds":
@@ -325,10 +335,10 @@ class SignedZones:
             existing: set[dns.name.Name] = set()
             for owner in z.nodes:
                 name = owner
-                while name != z.origin and len(name) > len(z.origin):
+                while name != _origin(z) and len(name) > len(_origin(z)):
                     existing.add(name)
                     name = name.parent()
-                existing.add(z.origin)
+                existing.add(_origin(z))
             self._names[n] = frozenset(existing)
             nsecs = []
             for owner, node in z.nodes.items():
@@ -341,7 +351,7 @@ class SignedZones:
         name = qname.lower().rstrip(".")
         return name == ANCHOR or name.endswith("." + ANCHOR)
 
-    def zone_for(self, name: dns.name.Name, rdtype: int) -> str | None:
+    def zone_for(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> str | None:
         text = name.to_text().rstrip(".").lower()
         hits = [n for n in self.zones if text == n or text.endswith("." + n)]
         if not hits:
@@ -364,7 +374,7 @@ class SignedZones:
         edns, do = _do(request)
         q = request.q
         name = _name(str(q.qname))
-        qtype = int(q.qtype)
+        qtype = dns.rdatatype.RdataType.make(int(q.qtype))
         answer: list[dns.rrset.RRset] = []
         auth: list[dns.rrset.RRset] = []
         seen: set[dns.name.Name] = set()
@@ -381,7 +391,7 @@ class SignedZones:
             z = self.zones[zname]
             node = z.get_node(name) if fault is None else None
             if name in self.dropped:
-                auth += self._with_sig(z, z.origin, T.SOA, do)
+                auth += self._with_sig(z, _origin(z), T.SOA, do)
                 break
             if node is not None:
                 cname = node.get_rdataset(IN, T.CNAME)
@@ -399,11 +409,11 @@ class SignedZones:
                 for t in found:
                     answer += self._with_sig(z, name, t, do)
                 if not found:  # NODATA: the SOA, and the NSEC at the name (RFC 4035 §3.1.3.1)
-                    auth += self._with_sig(z, z.origin, T.SOA, do)
+                    auth += self._with_sig(z, _origin(z), T.SOA, do)
                     if do:
                         auth += self._with_sig(z, name, T.NSEC, do)
                 break
-            auth += self._with_sig(z, z.origin, T.SOA, do)
+            auth += self._with_sig(z, _origin(z), T.SOA, do)
             nxdomain = fault == "nxdomain" or name not in self._names[zname]
             if nxdomain:
                 reply.header.rcode = dnslib.RCODE.NXDOMAIN
@@ -411,7 +421,7 @@ class SignedZones:
                 proof = [name]
                 if nxdomain:  # RFC 4035 §3.1.3.2: the name and the wildcard are both denied
                     encloser = name.parent()
-                    while encloser not in self._names[zname] and len(encloser) > len(z.origin):
+                    while encloser not in self._names[zname] and len(encloser) > len(_origin(z)):
                         encloser = encloser.parent()
                     proof.append(dns.name.Name(("*",) + encloser.labels))
                 owners: list[dns.name.Name] = []
@@ -434,7 +444,7 @@ class SignedZones:
         return reply
 
     @staticmethod
-    def _with_sig(z: dns.zone.Zone, name: dns.name.Name, rdtype: int, do: bool
+    def _with_sig(z: dns.zone.Zone, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, do: bool
                   ) -> list[dns.rrset.RRset]:
         node = z.get_node(name)
         if node is None:
@@ -450,5 +460,6 @@ class SignedZones:
 
 
 def _rr(owner: dns.name.Name, rdtype: int, rd: dns.rdata.Rdata) -> dnslib.RR:
-    return dnslib.RR(owner.to_text(), int(rdtype), ttl=0, rdata=_Raw(rd.to_wire(), rd.to_text()))
+    return dnslib.RR(owner.to_text(), int(rdtype), ttl=0,
+                     rdata=_Raw(rd.to_wire() or b"", rd.to_text()))
 

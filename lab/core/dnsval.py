@@ -22,6 +22,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
 import dns.dnssec
+import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
@@ -91,7 +92,7 @@ def _verify(rrset: dns.rrset.RRset, resp: dns.message.Message, section: Sequence
                      f"although {zone} is signed")
     try:
         dns.dnssec.validate(rrset, sigs, {zone: keys}, now=now)
-    except dns.dnssec.ValidationFailure as exc:
+    except dns.exception.ValidationFailure as exc:
         raise _Bogus(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}: "
                      f"signature invalid ({exc})") from None
 
@@ -125,7 +126,7 @@ def _covers(owner: dns.name.Name, nsec: dns.rdtypes.ANY.NSEC.NSEC, name: dns.nam
         return False  # a parent-side NSEC at a cut says nothing below it
     if not owner < name:
         return False
-    return name < nsec.next or nsec.next == zone
+    return bool(name < nsec.next or nsec.next == zone)
 
 
 def _denial(resp: dns.message.Message, name: dns.name.Name, rdtype: int, zone: dns.name.Name,
@@ -147,11 +148,11 @@ def _denial(resp: dns.message.Message, name: dns.name.Name, rdtype: int, zone: d
         if owner == name:
             types = _types(nsec)
             if rdtype in types or T.CNAME in types:
-                raise _Bogus(f"{name}: the NSEC says {dns.rdatatype.to_text(rdtype)} exists")
+                raise _Bogus(f"{name}: the NSEC says {dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))} exists")
             return
         if _covers(owner, nsec, name, zone) and nsec.next.is_subdomain(name):
             return  # an empty non-terminal (RFC 4035 §3.1.3.2 note)
-    raise _Bogus(f"{name} {dns.rdatatype.to_text(rdtype)}: no data and no NSEC proof")
+    raise _Bogus(f"{name} {dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))}: no data and no NSEC proof")
 
 
 class Validator:
@@ -177,7 +178,7 @@ class Validator:
             for d in ds:
                 try:
                     made = dns.dnssec.make_ds(zone, key, d.digest_type)  # type: ignore[attr-defined]
-                except (dns.dnssec.UnsupportedAlgorithm, ValueError):
+                except (dns.exception.UnsupportedAlgorithm, ValueError):
                     continue
                 if made == d:
                     signer = dns.rrset.from_rdata(zone, keys.ttl, key)

@@ -40,7 +40,8 @@ class ValidatingResolver:
         if query in self._cache:
             return self._cache[query]
         name, rdtype = query
-        q = dns.message.make_query(name, rdtype, want_dnssec=True, payload=EDNS_PAYLOAD)
+        q = dns.message.make_query(name, dns.rdatatype.RdataType.make(rdtype), want_dnssec=True,
+                                   payload=EDNS_PAYLOAD)
         self.queries += 1
         try:
             resp, _ = await dns.asyncquery.udp_with_fallback(
