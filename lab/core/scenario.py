@@ -37,6 +37,7 @@ from .model import (
     TxtRecord,
     World,
 )
+from .dnssec import DANE_DNS_ATTACKS
 from .scenariofiles import scenario_files
 from .tlsrpt import RESULT_TYPES
 
@@ -410,6 +411,10 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
         # would be an attack that silently does nothing.
         attacks = tuple(_attack(ctx, a, f"{key}.attack[{j}]", world.dns.mx)
                         for j, a in enumerate(attacks_raw))
+        for j, a in enumerate(attacks):
+            if a.kind in DANE_DNS_ATTACKS and world.dane is None:
+                raise ctx.error(f"{key}.attack[{j}]", f"{a.kind} attacks signed DNS: the "
+                                "scenario needs a [dane] table")
         tolerate = _outcomes(ctx, t.get("tolerate", []), f"{key}.tolerate")
         if expect in tolerate:
             raise ctx.error(f"{key}.tolerate", f"{expect!r} is already the expected outcome")
