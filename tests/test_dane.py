@@ -156,3 +156,46 @@ def test_dane_attack_needs_a_dane_table() -> None:
     with pytest.raises(ScenarioError, match="needs a \\[dane\\] table"):
         scenario_from_text('title = "t"\n[[step]]\nattack = ["forge-tlsa"]\nexpect = "delivered"\n',
                            file="bad.toml", scenario_id="bad")
+
+
+# ---- through the lab: real signatures, real packets, both built-in senders ---------------------
+
+DANE_E2E = ("dane/ee-strip", "dane/forge-tlsa", "dane/next-mx-after-bogus-tlsa",
+            "dane/sts-valid-dane-fails", "dane/ta-receiver-expired")
+
+
+@pytest.mark.e2e
+async def test_reference_passes_where_opportunistic_fails() -> None:
+    from pathlib import Path
+
+    from downgrade_lab.core.scenario import load_scenario
+    from downgrade_lab.harness.runner import run_all
+
+    root = Path(__file__).resolve().parent.parent / "scenarios"
+    scenarios = [load_scenario(root / f"{sid}.toml", sid) for sid in DANE_E2E]
+    record = (await run_all(scenarios, ["reference", "opportunistic"], jobs=2)).as_json()
+    verdicts = {(r["scenario"], r["sender"]): r for r in record["results"]}
+    for sid in DANE_E2E:
+        ref, opp = verdicts[(sid, "reference")], verdicts[(sid, "opportunistic")]
+        assert ref["verdict"] == "PASS", (sid, ref["reason"])
+        assert opp["verdict"] == "FAIL", (sid, opp["reason"])
+        assert [s["verdict"] for s in ref["steps"]] == ["PASS"] * 3
+        assert opp["steps"][0]["verdict"] == "PASS"  # the honest twin is no trap
+        # the lab answered DNSSEC queries: the reference walked the chain from test.
+        qtypes = {q["qtype"] for q in ref["steps"][1]["dns_queries"]}
+        assert {"DNSKEY", "DS"} <= qtypes, qtypes
+
+
+async def test_lab_hands_out_its_trust_anchor() -> None:
+    from downgrade_lab.harness.lab import Lab
+
+    s = scenario_from_text('title = "t"\n[dane]\ntlsa = [{usage = 3}]\n[[step]]\nexpect = "delivered"\n',
+                           file="f.toml", scenario_id="f")
+    async with Lab(s) as lab:
+        env = lab.env
+        assert env.trust_anchor is not None and "test. IN DS " in env.trust_anchor
+        assert env.trust_anchor_file is not None
+        assert env.trust_anchor_file.read_text() == env.trust_anchor
+    plain = scenario_from_text(BASE, file="f.toml", scenario_id="f")
+    async with Lab(plain) as lab:
+        assert lab.env.trust_anchor is None  # no [dane]: nothing signed, as before

@@ -67,6 +67,10 @@ class _Insecure(Exception):
     pass
 
 
+def _type(rdtype: int) -> str:
+    return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+
+
 def _ancestors(name: dns.name.Name, top: dns.name.Name) -> list[dns.name.Name]:
     """The names strictly below `top` down to `name`, top-down."""
     out = []
@@ -148,11 +152,11 @@ def _denial(resp: dns.message.Message, name: dns.name.Name, rdtype: int, zone: d
         if owner == name:
             types = _types(nsec)
             if rdtype in types or T.CNAME in types:
-                raise _Bogus(f"{name}: the NSEC says {dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))} exists")
+                raise _Bogus(f"{name}: the NSEC says {_type(rdtype)} exists")
             return
         if _covers(owner, nsec, name, zone) and nsec.next.is_subdomain(name):
             return  # an empty non-terminal (RFC 4035 §3.1.3.2 note)
-    raise _Bogus(f"{name} {dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))}: no data and no NSEC proof")
+    raise _Bogus(f"{name} {_type(rdtype)}: no data and no NSEC proof")
 
 
 class Validator:

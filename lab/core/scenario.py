@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ScenarioError
+from .dnssec import DANE_DNS_ATTACKS
 from .model import (
     ATTACK_DEFAULTS,
     ATTACKS,
     BLOCK_HOWS,
-    DS_STATES,
-    TLSA_CERTS,
     CERT_VARIANTS,
     DNS_FAULTS,
+    DS_STATES,
     MODES,
     OUTCOMES,
+    TLSA_CERTS,
     Attack,
     DaneSpec,
     DnsSpec,
@@ -37,7 +38,6 @@ from .model import (
     TxtRecord,
     World,
 )
-from .dnssec import DANE_DNS_ATTACKS
 from .scenariofiles import scenario_files
 from .tlsrpt import RESULT_TYPES
 

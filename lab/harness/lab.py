@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
 
+from ..core.dnssec import LabKeys
 from ..core.model import Attack, Scenario, Step
 from ..core.tlsrpt import mailboxes
 from ..core.tlsrptcheck import tally
@@ -29,7 +30,6 @@ from ..services.mitm import MitmProxy
 from ..services.policyhost import PolicyHost
 from ..services.receiver import Receiver
 from ..services.tlsrpt import TlsRptCollector, read_mailbox
-from ..core.dnssec import LabKeys
 from .danezone import signed_zone
 from .pki import PKI
 from .topology import LOOPBACK as LOOPBACK_TOPOLOGY
