@@ -20,11 +20,12 @@ S: list[dict[str, object]] = []
 def add(name: str, title: str, summary: str, rfc: list[str], *, tlsa: str = f"[{EE}]",
         attack: str = "[]", expect: str = "not-delivered", twin: str = "delivered",
         dane_extra: str = "", head: str = "", attacked_set: str = "", honest_set: str = "",
-        tolerate: str = "", because: str = "", tags: list[str] | None = None) -> None:
+        tolerate: str = "", because: str = "", tags: list[str] | None = None,
+        report: str = "") -> None:
     S.append(dict(name=name, title=title, summary=summary, rfc=rfc, tlsa=tlsa, attack=attack,
                   expect=expect, twin=twin, dane_extra=dane_extra, head=head,
                   attacked_set=attacked_set, honest_set=honest_set, tolerate=tolerate,
-                  because=because, tags=tags or []))
+                  because=because, tags=tags or [], report=report))
 
 
 def render(s: dict[str, object]) -> str:
@@ -41,7 +42,11 @@ def render(s: dict[str, object]) -> str:
               'expect = "delivered-tls"']
     if s["honest_set"]:
         lines.append(str(s["honest_set"]))
+    if s["report"]:
+        lines.append("report = []")
     lines += ["", "[[step]]", f"attack = {s['attack']}", f'expect = "{s["expect"]}"']
+    if s["report"]:
+        lines.append(f'report = ["{s["report"]}"]')
     if s["tolerate"]:
         lines += [f"tolerate = {s['tolerate']}", f'because = "{s["because"]}"']
     if s["attacked_set"]:
@@ -207,6 +212,20 @@ add("sts-enforce-dane-intercept", "MTA-STS enforce and DANE-EE, TLS intercepted"
     "Both defences refuse the attacker's certificate; with DNSSEC gone MTA-STS still does.",
     ["X-01", "T-06"], head=POLICY, attack=f"[{ATT % 'self-signed'}]",
     twin="not-delivered", tags=["mta-sts"])
+
+# --- TLS reporting of DANE sessions (RFC 8460 §4.3.2.1, §4.4: policy type tlsa)
+add("tlsrpt-strip", "DANE-EE MX stripped: the report says starttls-not-supported",
+    "The refused delivery is reported under policy type tlsa, the TLSA records as the policy "
+    "string.", ["T-06", "R-02", "R-04"], attack='["strip-starttls"]',
+    report="starttls-not-supported", tags=["tlsrpt"])
+add("tlsrpt-tlsa-invalid", "DANE-EE MX intercepted: the report says tlsa-invalid",
+    "A certificate that matches no TLSA record is reported as tlsa-invalid.",
+    ["T-06", "R-04"], attack=f"[{ATT % 'self-signed'}]", report="tlsa-invalid",
+    tags=["tlsrpt"])
+add("tlsrpt-dnssec-invalid", "TLSA lookup bogus: the report says dnssec-invalid",
+    "A TLSA answer without a valid proof leaves the host unused and is reported as "
+    "dnssec-invalid.", ["T-04", "R-04"], attack='["drop-tlsa", "strip-starttls"]',
+    report="dnssec-invalid", tags=["tlsrpt"])
 
 
 def main() -> int:

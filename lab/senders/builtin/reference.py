@@ -265,6 +265,9 @@ class ReferenceSender:
             if plan.plan == "unreachable":
                 # RFC 7672 §2.2 (T-04): this host is not used; the next one may be
                 story.append(f"{host}: {plan.why}")
+                if "TLSA" in plan.why:  # RFC 8460 §4.3.2.1: the TLSA lookup did not validate
+                    self._reporter.skipped_as(Applied(domain, "tlsa"), host, "dnssec-invalid",
+                                              plan.why)
                 continue
             attempt = await self._deliver_dane(plan, policy, applied, host, domain, message,
                                                deadline, now, attempts)
@@ -312,6 +315,10 @@ class ReferenceSender:
             attempt = await deliver_via_mx(self._env, host, message, tls="required",
                                            verify=False, timeout=timeout, authenticate=check)
             attempts.append(attempt)
+            # RFC 8460 §4.4: DANE sessions are reported under policy type tlsa, the records
+            # as the policy string
+            self._reporter.attempt(Applied(domain, "tlsa", tuple(r.text() for r in plan.records)),
+                                   attempt)
             return attempt
         if policy is not None and policy.mode == "enforce":
             if not policy.matches(host):
