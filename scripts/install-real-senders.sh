@@ -9,11 +9,15 @@
 #   mx-connect, mailauth,    npm, into lab/senders/real/node/node_modules
 #   nodemailer
 #   postfix-mta-sts-resolver the project's pip extra `real`, into .venv
+#   unbound (unpacked)       apt-get download + dpkg -x into .real/unbound (with
+#                            libprotobuf-c1): the validating resolver of the DANE senders;
+#                            installing the package would start a resolver on the machine
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${VENV:-.venv}
 EXIM_DIR=$ROOT/.real/exim
+UNBOUND_DIR=$ROOT/.real/unbound
 export DEBIAN_FRONTEND=noninteractive
 
 say() { echo "install-real-senders: $*" >&2; }
@@ -67,6 +71,15 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     rm -rf "$EXIM_DIR.new" && mkdir -p "$EXIM_DIR.new"
     for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$EXIM_DIR.new"; done
     rm -rf "$EXIM_DIR" && mv "$EXIM_DIR.new" "$EXIM_DIR"
+  fi
+  # unbound: unpacked, never installed (issue 16: the DANE senders' validating resolver).
+  if [ ! -x "$UNBOUND_DIR/usr/sbin/unbound" ]; then
+    apt_update
+    utmp=$(mktemp -d)
+    (cd "$utmp" && quiet apt-get download -qq unbound libprotobuf-c1)
+    rm -rf "$UNBOUND_DIR.new" && mkdir -p "$UNBOUND_DIR.new"
+    for deb in "$utmp"/*.deb; do dpkg -x "$deb" "$UNBOUND_DIR.new"; done
+    rm -rf "$utmp" "$UNBOUND_DIR" && mv "$UNBOUND_DIR.new" "$UNBOUND_DIR"
   fi
   # The exim binary refuses to run without its system user.
   if ! getent passwd Debian-exim >/dev/null; then

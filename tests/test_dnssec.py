@@ -197,3 +197,45 @@ async def test_resolver_over_udp(keys: dnssec.LabKeys, attacks: tuple[Attack, ..
         resp = await dns.asyncquery.udp(q, "127.0.0.1", port=server.port, timeout=2)
         assert resp.flags & dns.flags.AA
         assert resp.ednsflags & dns.flags.DO
+
+
+# ---- an independent validator: unbound, as the real DANE senders will use it ----------------
+
+UNBOUND_CASES = [((), "NOERROR", True), ((Attack("strip-rrsig"),), "SERVFAIL", False),
+                 ((Attack("drop-tlsa"),), "SERVFAIL", False),
+                 ((Attack("forge-tlsa"),), "SERVFAIL", False),
+                 ((Attack("expire-rrsig"),), "SERVFAIL", False),
+                 ((Attack("wrong-ds"),), "SERVFAIL", False)]
+
+
+@pytest.mark.parametrize(("attacks", "rcode", "ad"), UNBOUND_CASES,
+                         ids=["honest", "strip-rrsig", "drop-tlsa", "forge-tlsa", "expire-rrsig",
+                              "wrong-ds"])
+async def test_unbound_agrees(keys: dnssec.LabKeys, attacks: tuple[Attack, ...], rcode: str,
+                              ad: bool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    import dns.flags
+    import dns.rcode
+
+    from downgrade_lab.senders.real import unbound
+
+    if unbound.binary() is None:
+        pytest.skip("unbound is not installed: `make real-setup` unpacks it into .real/unbound")
+    anchor = tmp_path / "anchor"
+    anchor.write_text(keys.anchor_text())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with DnsServer(signed(keys, attacks)) as server:
+        env = LabEnv(domain="example.test", dns_host="127.0.0.1", dns_port=server.port,
+                     ca_file=tmp_path / "ca.pem", trust_anchor_file=anchor)
+        resolver = unbound.Unbound(env, ("127.0.0.1", port), tmp_path / "unbound")
+        await resolver.start()
+        try:
+            q = dns.message.make_query(TLSA1, "TLSA", want_dnssec=True)
+            resp = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=5)
+        finally:
+            await resolver.stop()
+    assert dns.rcode.to_text(resp.rcode()) == rcode
+    assert bool(resp.flags & dns.flags.AD) is ad
