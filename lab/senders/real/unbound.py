@@ -20,6 +20,9 @@ from .base import kill_and_wait, wait_port
 
 ROOT_VAR = "DOWNGRADE_LAB_UNBOUND_ROOT"  # where the packages were unpacked (default .real/unbound)
 START_S = 10.0
+# Where the DANE senders' resolver listens in the isolated namespace: beside the lab DNS
+# (127.0.0.53), on no address of the topology (lab/harness/topology.py)
+UNBOUND_ADDRESS = "127.0.0.54"
 
 
 def _root() -> Path:
@@ -36,6 +39,14 @@ def binary() -> tuple[Path, dict[str, str]] | None:
     found = shutil.which("unbound") or ("/usr/sbin/unbound" if Path("/usr/sbin/unbound").is_file()
                                         else None)
     return (Path(found), dict(os.environ)) if found else None
+
+
+def available() -> tuple[bool, str]:
+    if binary() is None:
+        return False, "unbound not found: make real-setup unpacks it into .real/unbound"
+    if shutil.which("unshare") is None or shutil.which("mount") is None:
+        return False, "unshare and mount (util-linux) are needed for a private resolv.conf"
+    return True, ""
 
 
 def config(listen: tuple[str, int], upstream: tuple[str, int], anchor_file: Path,
