@@ -22,6 +22,8 @@ from ...errors import SenderError
 from ..base import Message, SendReport, remaining
 from ..env import LabEnv
 from .base import LogTail, SenderTimeout, export_ca, make_workdir, require_isolated, run
+from .unbound import UNBOUND_ADDRESS, Unbound, private_resolv_conf
+from .unbound import available as dane_available
 
 EXIM_USER = "Debian-exim"
 ROOT_VAR = "DOWNGRADE_LAB_EXIM_ROOT"  # where the packages were unpacked (default .real/exim)
@@ -43,18 +45,28 @@ def exim_binary() -> Path:
     return exim_root() / "usr" / "sbin" / "exim4"
 
 
-def config(folder: Path, binary: Path, ca_file: Path) -> str:
+def config(folder: Path, binary: Path, ca_file: Path, dane: bool = False) -> str:
     """A minimal Exim configuration: route everything by DNS MX, deliver with the smtp
     transport's defaults (TLS when offered, plaintext when not or when it fails), verify
-    certificates against the lab CA only to log `CV=yes|no`."""
-    return f"""# written by Downgrade Lab for one scenario
+    certificates against the lab CA only to log `CV=yes|no`. `dane`: DNSSEC-validated lookups
+    (the DO bit, the resolver's AD bit) and DANE wherever secure TLSA records exist."""
+    text = _CONFIG.format(binary=binary, folder=folder, user=EXIM_USER, ca_file=ca_file)
+    if dane:
+        text = text.replace("disable_ipv6 = true\n", "disable_ipv6 = true\ndns_dnssec_ok = 1\n")
+        text = text.replace("  self = send\n", "  self = send\n  dnssec_request_domains = *\n")
+        text = text.replace("  tls_try_verify_hosts = *\n", "  tls_try_verify_hosts = *\n"
+                            "  dnssec_request_domains = *\n  hosts_try_dane = *\n")
+    return text
+
+
+_CONFIG = """# written by Downgrade Lab for one scenario
 exim_path = {binary}
 primary_hostname = sender.test
 qualify_domain = sender.test
 spool_directory = {folder}/spool
 log_file_path = {folder}/log/%slog
-exim_user = {EXIM_USER}
-exim_group = {EXIM_USER}
+exim_user = {user}
+exim_group = {user}
 trusted_users = root
 keep_environment =
 disable_ipv6 = true
@@ -111,20 +123,25 @@ class EximSender:
 
     name = "exim"
     capabilities: frozenset[str] = frozenset({"queue-state"})
+    dane = False
 
-    @staticmethod
-    def available() -> tuple[bool, str]:
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         if not os.access(exim_binary(), os.X_OK):
             return False, f"{exim_binary()} not found: unpack Debian's exim4 (make real-setup)"
         try:
             pwd.getpwnam(EXIM_USER)
         except KeyError:
             return False, f"the {EXIM_USER} user is missing (make real-setup creates it)"
+        if cls.dane:
+            return dane_available()
         return True, ""
 
     def __init__(self) -> None:
         self._dir: Path | None = None
         self._log: LogTail | None = None
+        self._unbound: Unbound | None = None
+        self._wrap: list[str] = []  # exim-dane: the private-resolv.conf prefix
 
     async def start(self, env: LabEnv) -> None:
         require_isolated(env, self.name)
@@ -135,8 +152,12 @@ class EximSender:
             for sub in ("spool", "log"):
                 (folder / sub).mkdir(mode=0o750)
                 os.chown(folder / sub, uid.pw_uid, uid.pw_gid)
-            (folder / "exim.conf").write_text(config(folder, exim_binary(), ca))
+            (folder / "exim.conf").write_text(config(folder, exim_binary(), ca, self.dane))
             self._log = LogTail(folder / "log" / "mainlog")
+            if self.dane:
+                self._unbound = Unbound(env, (UNBOUND_ADDRESS, 53), folder / "unbound")
+                await self._unbound.start()
+                self._wrap = private_resolv_conf(folder)
         except BaseException:
             await self.stop()
             raise
@@ -147,7 +168,7 @@ class EximSender:
         self._clear_state()
         self._log.skip()
         try:
-            done = await run([str(exim_binary()), "-C", str(self._dir / "exim.conf"), "-odf",
+            done = await run([*self._wrap, str(exim_binary()), "-C", str(self._dir / "exim.conf"), "-odf",
                               "-oi", "-f", message.mail_from, message.rcpt_to], stdin=message.data,
                              timeout_s=max(1.0, remaining(deadline)), check=False, what="exim")
         except SenderTimeout as exc:
@@ -175,5 +196,16 @@ class EximSender:
     async def stop(self) -> None:
         folder, self._dir = self._dir, None
         self._log = None
+        resolver, self._unbound = self._unbound, None
+        if resolver is not None:
+            await resolver.stop()
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+class EximDaneSender(EximSender):
+    """Exim with DANE (RFC 7672): `dnssec_request_domains` and `hosts_try_dane`, resolving
+    through unbound and the lab's anchor."""
+
+    name = "exim-dane"
+    dane = True

@@ -34,7 +34,7 @@ from . import postfixlog
 from .base import LogTail, export_ca, make_workdir, require_isolated, run
 from .mtasts_resolver import ResolverDaemon, policy_map
 from .mtasts_resolver import available as resolver_available
-from .unbound import UNBOUND_ADDRESS, Unbound
+from .unbound import UNBOUND_ADDRESS, Unbound, private_resolv_conf
 from .unbound import available as dane_available
 
 POSTFIX_ETC = Path("/etc/postfix")
@@ -229,11 +229,7 @@ class PostfixSender:
         bit only then). The lab's other senders keep the namespace's plain resolv.conf."""
         self._unbound = Unbound(env, (UNBOUND_ADDRESS, 53), folder / "unbound")
         await self._unbound.start()
-        resolv = folder / "resolv.conf"
-        resolv.write_text(f"nameserver {UNBOUND_ADDRESS}\noptions trust-ad timeout:1 attempts:2\n")
-        script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
-        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-                str(resolv), *master]
+        return [*private_resolv_conf(folder), *master]
 
     def _make_queue(self, folder: Path) -> None:
         (folder / "data").mkdir()

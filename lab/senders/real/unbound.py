@@ -120,3 +120,14 @@ class Unbound:
         if self._proc is not None:
             proc, self._proc = self._proc, None
             await kill_and_wait(proc)
+
+
+def private_resolv_conf(folder: Path) -> list[str]:
+    """A command prefix that runs its command in a mount namespace of its own whose
+    /etc/resolv.conf names the DANE resolver with `options trust-ad` (glibc passes the AD bit
+    on only then). The lab's other senders keep the namespace's plain resolv.conf."""
+    resolv = folder / "resolv.conf"
+    resolv.write_text(f"nameserver {UNBOUND_ADDRESS}\noptions trust-ad timeout:1 attempts:2\n")
+    script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+            str(resolv)]
