@@ -167,6 +167,8 @@ class EximSender:
             raise SenderError("exim: send() before start()")
         self._clear_state()
         self._log.skip()
+        if self._unbound is not None:
+            await self._unbound.restart()
         try:
             done = await run([*self._wrap, str(exim_binary()), "-C", str(self._dir / "exim.conf"), "-odf",
                               "-oi", "-f", message.mail_from, message.rcpt_to], stdin=message.data,

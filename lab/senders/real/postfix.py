@@ -247,6 +247,8 @@ class PostfixSender:
         if not self._running or self._log is None:
             raise SenderError(f"{self.name}: send() before start()")
         message_id = _message_id(message)
+        if self._unbound is not None:
+            await self._unbound.restart()
         await run([_tool("sendmail") or "sendmail", "-C", self._conf, "-i", "-f",
                    message.mail_from, message.rcpt_to], stdin=message.data,
                   timeout_s=max(1.0, remaining(deadline)), what=f"{self.name}: submission")

@@ -115,6 +115,13 @@ class Unbound:
             await self.stop()
             raise
 
+    async def restart(self) -> None:
+        """A fresh process, so nothing of the last step survives: unbound keeps even TTL-0
+        keys and answers to the end of the current second, and the next step may change the
+        zone within it (a signed step followed by its no-DNSSEC twin)."""
+        await self.stop()
+        await self.start()
+
     async def stop(self) -> None:
         """Idempotent."""
         if self._proc is not None:
