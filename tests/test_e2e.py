@@ -56,6 +56,7 @@ async def test_honest_baseline_is_delivered_over_tls_with_facts() -> None:
     assert step["dns_queries"], "the sender resolved the MX through the lab DNS"
 
 
+@pytest.mark.timeout(150)  # the whole catalogue, DANE's three-step scenarios included
 async def test_the_catalogue_against_the_builtin_senders() -> None:
     scenarios = discover([SCENARIOS])
     senders = builtin_senders()
@@ -143,6 +144,7 @@ async def test_each_attack_is_on_the_wire_and_defeated(kind: str, scenario_id: s
         assert step["sender_report"]["state"] == "deferred"
 
 
+@pytest.mark.timeout(150)
 async def test_enforce_failures_leak_nothing_to_the_attacker() -> None:
     """The A-01 oracle over the whole catalogue: wherever the reference sender refused, no MAIL
     FROM and no body crossed the attacker, and the message was deferred, not bounced."""
