@@ -154,7 +154,7 @@ class EximSender:
                 os.chown(folder / sub, uid.pw_uid, uid.pw_gid)
             (folder / "exim.conf").write_text(config(folder, exim_binary(), ca, self.dane))
             self._log = LogTail(folder / "log" / "mainlog")
-            if self.dane:
+            if self.dane and env.trust_anchor_file is not None:  # else all insecure, as postfix-dane
                 self._unbound = Unbound(env, (UNBOUND_ADDRESS, 53), folder / "unbound")
                 await self._unbound.start()
                 self._wrap = private_resolv_conf(folder)
