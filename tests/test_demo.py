@@ -1,6 +1,6 @@
 """`downgrade-lab demo`: the classroom walkthrough, in-process through `main(argv, env)`.
 
-One full run of the four acts (module-scoped: it is real lab work) is checked act by act for the
+One full run of the five acts (module-scoped: it is real lab work) is checked act by act for the
 facts the story must show; the variants (one act, --pause, --html, colour) run single acts.
 """
 

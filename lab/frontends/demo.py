@@ -1,4 +1,4 @@
-"""`downgrade-lab demo`: the classroom walkthrough (DESIGN §7), four acts on real lab runs.
+"""`downgrade-lab demo`: the classroom walkthrough (DESIGN §7), five acts on real lab runs.
 
 Every fact the story tells is read from the run records of real pairs run here and now (the
 transcript, what the receiver stored, what the attacker read, the sender's own report), so the
