@@ -54,7 +54,7 @@ real-matrix: real-setup
 	@$(BIN)/python scripts/real_matrix_check.py out/matrix-real.json docs/senders.md
 matrix-real: real-matrix
 
-# The classroom walkthrough (docs/teaching.md): four acts on real lab runs, Enter between acts.
+# The classroom walkthrough (docs/teaching.md): five acts on real lab runs, Enter between acts.
 # `make demo DEMO=strip` replays one act; DEMO_HTML=out/demo.html also writes the page.
 demo: setup
 	$(BIN)/downgrade-lab demo $(DEMO) --pause $(if $(DEMO_HTML),--html $(DEMO_HTML))

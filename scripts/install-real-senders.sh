@@ -11,6 +11,9 @@
 #                            spool and chroot folders, smtpctl setgid opensmtpq
 #   mx-connect, mailauth,    npm, into $DATA/node/node_modules, next to the mailauth driver
 #   nodemailer               (copied there from the package: Node resolves from the script)
+#   unbound (unpacked)       apt-get download + dpkg -x into $DATA/unbound (with
+#                            libprotobuf-c1): the validating resolver of the DANE senders;
+#                            installing the package would start a resolver on the machine
 #   postfix-mta-sts-resolver pip: into the project's .venv (checkout), or the environment of
 #                            $DOWNGRADE_LAB_PYTHON (`downgrade-lab setup-senders`)
 # $DATA, the per-user data folder, never site-packages: $DOWNGRADE_LAB_DATA, else
@@ -39,6 +42,7 @@ fi
 EXIM_DIR=$DATA/exim
 NODE_DIR=$DATA/node
 OPENSMTPD_DIR=$DATA/opensmtpd
+UNBOUND_DIR=$DATA/unbound
 export DEBIAN_FRONTEND=noninteractive
 mkdir -p "$DATA"
 
@@ -93,6 +97,15 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     rm -rf "$EXIM_DIR.new" && mkdir -p "$EXIM_DIR.new"
     for deb in "$tmp"/*.deb; do dpkg -x "$deb" "$EXIM_DIR.new"; done
     rm -rf "$EXIM_DIR" && mv "$EXIM_DIR.new" "$EXIM_DIR"
+  fi
+  # unbound: unpacked, never installed (issue 16: the DANE senders' validating resolver).
+  if [ ! -x "$UNBOUND_DIR/usr/sbin/unbound" ]; then
+    apt_update
+    utmp=$(mktemp -d)
+    (cd "$utmp" && quiet apt-get download -qq unbound libprotobuf-c1)
+    rm -rf "$UNBOUND_DIR.new" && mkdir -p "$UNBOUND_DIR.new"
+    for deb in "$utmp"/*.deb; do dpkg -x "$deb" "$UNBOUND_DIR.new"; done
+    rm -rf "$utmp" "$UNBOUND_DIR" && mv "$UNBOUND_DIR.new" "$UNBOUND_DIR"
   fi
   # The exim binary refuses to run without its system user.
   if ! getent passwd Debian-exim >/dev/null; then

@@ -1,6 +1,6 @@
 """`downgrade-lab demo`: the classroom walkthrough, in-process through `main(argv, env)`.
 
-One full run of the four acts (module-scoped: it is real lab work) is checked act by act for the
+One full run of the five acts (module-scoped: it is real lab work) is checked act by act for the
 facts the story must show; the variants (one act, --pause, --html, colour) run single acts.
 """
 
@@ -35,8 +35,8 @@ def story() -> tuple[dict[int, str], float]:
     elapsed = time.monotonic() - started
     assert code == 0, err
     acts = {int(m.group(1)): m.group(0) for m in
-            re.finditer(r"== Act (\d) of 4:.*?(?=== Act \d of 4:|\Z)", out, re.S)}
-    assert sorted(acts) == [1, 2, 3, 4]
+            re.finditer(r"== Act (\d) of 5:.*?(?=== Act \d of 5:|\Z)", out, re.S)}
+    assert sorted(acts) == [1, 2, 3, 4, 5]
     return acts, elapsed
 
 
@@ -95,9 +95,9 @@ def test_act_4_testing_delivers_and_reports(story: tuple[dict[int, str], float])
 
 def test_one_act_by_name_or_number() -> None:
     code, out, _ = demo(["strip"])
-    assert code == 0 and "Act 2 of 4" in out and "Act 1 of 4" not in out
+    assert code == 0 and "Act 2 of 5" in out and "Act 1 of 5" not in out
     code, out, _ = demo(["3", "--sender", "opportunistic"])
-    assert code == 0 and "Act 3 of 4" in out
+    assert code == 0 and "Act 3 of 5" in out
     assert "ignored the policy: the attacker read the mail again" in out  # the evidence decides
 
 
@@ -116,8 +116,8 @@ def test_pause_waits_between_acts_and_never_hangs_without_input(stdin: str) -> N
     code, out, err = demo(["--pause", "1"], stdin=stdin)  # one act: nothing to wait for
     assert code == 0 and "press Enter" not in err
     code, out, err = demo(["--pause"], stdin=stdin)
-    assert code == 0 and "Act 4 of 4" in out
-    assert err.count("press Enter") == 3 and "press Enter for act 2" in err
+    assert code == 0 and "Act 4 of 5" in out
+    assert err.count("press Enter") == 4 and "press Enter for act 2" in err
 
 
 def test_html_writes_the_same_story_as_one_self_contained_page(tmp_path: Path) -> None:

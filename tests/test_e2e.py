@@ -154,6 +154,7 @@ async def test_each_attack_is_on_the_wire_and_defeated(kind: str, scenario_id: s
         assert step["sender_report"]["state"] == "deferred"
 
 
+@pytest.mark.timeout(150)
 async def test_enforce_failures_leak_nothing_to_the_attacker() -> None:
     """The A-01 oracle over the whole catalogue: wherever the reference sender refused, no MAIL
     FROM and no body crossed the attacker, and the message was deferred, not bounced."""

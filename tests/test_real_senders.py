@@ -168,6 +168,24 @@ def test_a_profile_whose_mta_will_not_start_says_why(tmp_path: Path, run_tmp: Pa
     assert "syntax error" in cell["reason"]
 
 
+@pytest.mark.parametrize(("sender", "verified"), [("postfix-dane", "Verified TLS"),
+                                                  ("exim-dane", "CV=dane")])
+def test_dane_senders_refuse_a_stripped_dane_mx(tmp_path: Path, run_tmp: Path, sender: str,
+                                               verified: str) -> None:
+    """Issue 16: through unbound and the lab's anchor, a secure TLSA record makes TLS
+    mandatory; its no-DNSSEC twin (the last step) is delivered in plaintext as by any MTA."""
+    need(sender)
+    code, record, _ = isolated_run(tmp_path, run_tmp, sender, "dane/ee-strip", "dane/forge-tlsa")
+    strip = result(record, "dane/ee-strip")
+    assert strip["verdict"] == "PASS", strip["reason"]
+    assert [s["outcome"] for s in strip["steps"]] == ["delivered-tls", "not-delivered",
+                                                     "delivered-plaintext"]
+    assert verified in strip["steps"][0]["sender_report"]["detail"]  # DANE-authenticated
+    assert strip["steps"][1]["sender_report"]["state"] == "deferred"
+    forged = result(record, "dane/forge-tlsa")  # the attacker's TLSA does not validate
+    assert forged["steps"][1]["outcome"] == "not-delivered", forged["reason"]
+
+
 def test_mailauth_runs_and_enforces(tmp_path: Path, run_tmp: Path) -> None:
     need("mailauth")
     code, record, _ = isolated_run(tmp_path, run_tmp, "mailauth", "baseline/enforce-healthy",

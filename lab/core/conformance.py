@@ -1,4 +1,5 @@
-"""The requirement ids of CONFORMANCE.md (RFC 8461 / RFC 8460), for `downgrade-lab coverage`.
+"""The requirement ids of CONFORMANCE.md (RFC 8461 / RFC 8460), and the T family of RFC 7672
+(DANE for SMTP, DESIGN §9), for `downgrade-lab coverage`.
 
 A copy of the ids with one-line titles lives here so the coverage page can be built from a clone
 alone. `NOT_OBSERVABLE` gives, for each id no scenario can show from a sender's behaviour in
@@ -59,6 +60,62 @@ REQUIREMENTS: dict[str, str] = {
     "R-03": "mailed reports are DKIM-signed and delivered even when TLS fails",
     "R-04": "report JSON fields and result types",
     "R-05": "HTTPS reports as application/tlsrpt+gzip or +json; mailed as multipart/report",
+    # T: DANE for SMTP (RFC 7672); the RFC's requirement behind each is in DANE_SOURCES
+    "T-01": "insecure (unsigned) TLSA records are ignored: pre-DANE delivery",
+    "T-02": "a bogus or failed MX lookup: the message is deferred",
+    "T-03": "TLSA is looked up only for MX hosts whose address records are secure",
+    "T-04": "a failed (bogus) TLSA lookup makes the host unusable: next MX, else defer",
+    "T-05": "a secure denial of TLSA records: no DANE for that host",
+    "T-06": "usable secure TLSA records: authenticated TLS is mandatory, no fallback",
+    "T-07": "secure TLSA records, none usable: TLS still mandatory, unauthenticated",
+    "T-08": "DANE-EE(3): the leaf key or certificate matches; no name or date checks",
+    "T-09": "DANE-TA(2): the anchor issued the chain; the leaf is in date and names the host",
+    "T-10": "PKIX-TA(0) and PKIX-EE(1) are unusable for SMTP",
+    "T-11": "selectors 0/1 and matching types 0/1/2 honoured; unknown ones unusable",
+    "T-12": "SNI carries the TLSA base domain (the MX host name)",
+    "T-13": "an insecure MX RRset: DANE MAY still be used for MX hosts in signed zones",
+    "T-14": "stripped, expired or foreign signatures and a missing or wrong DS are bogus",
+    "T-15": "DANE failures are temporary: the message is deferred, never bounced",
+}
+
+# The RFC text each T id (and X-01) stands for: the section, and its requirement in the RFC's
+# own terms (RFC 7672 unless another RFC is named). Code citing one: `# RFC 7672 §2.2 (T-04)`.
+DANE_SOURCES: dict[str, tuple[str, str]] = {
+    "T-01": ("§2.2", "TLSA records that are not \"secure\" (DNSSEC-validated) are not used; "
+             "the client falls back to its pre-DANE security policy"),
+    "T-02": ("§2.2.1", "a bogus or indeterminate MX RRset must not be used; delivery is "
+             "delayed (treated like a temporary DNS failure)"),
+    "T-03": ("§2.2.2", "TLSA records are looked up only when the MX host's address records "
+             "were obtained securely; otherwise DANE does not apply to that host"),
+    "T-04": ("§2.2", "when the TLSA lookup fails (bogus, indeterminate, an error other than a "
+             "secure denial), the client must not deliver to that server and treats it as "
+             "unreachable: the next MX host is tried"),
+    "T-05": ("§2.2", "a secure NXDOMAIN or NODATA for the TLSA RRset means the server "
+             "publishes no DANE: pre-DANE opportunistic TLS"),
+    "T-06": ("§2.2, §3", "with usable secure TLSA records the client must use TLS and "
+             "authenticate the server with them; without that it must not deliver there"),
+    "T-07": ("§2.2, §3.1", "secure TLSA records none of which is usable still oblige the "
+             "client to use TLS (mandatory unauthenticated TLS), never cleartext"),
+    "T-08": ("§3.1.1", "DANE-EE(3): the server's certificate or key is matched directly; name "
+             "checks and validity-period checks are not applied"),
+    "T-09": ("§3.1.2, §3.2.3", "DANE-TA(2): the trust anchor must be in the server's chain and "
+             "issue it; the server certificate's name must match a reference identifier (the "
+             "TLSA base domain or the next-hop domain) and its dates are checked"),
+    "T-10": ("§3.1.3", "PKIX-TA(0) and PKIX-EE(1) are not used for SMTP: such records are "
+             "treated as unusable"),
+    "T-11": ("§3.1, RFC 6698 §2.1, RFC 7671 §9", "selectors Cert(0) and SPKI(1) and matching "
+             "types Full(0), SHA2-256(1), SHA2-512(2) are supported; a record with an unknown "
+             "usage, selector or matching type is unusable"),
+    "T-12": ("§8.1", "a DANE client sends SNI with the TLSA base domain"),
+    "T-13": ("§2.2.1", "with an insecure MX RRset the client MAY still use DANE TLS for MX hosts "
+             "whose own records are secure (a signed hosting provider)"),
+    "T-14": ("§2.1.1, RFC 4035 §5", "a response that fails validation is bogus: missing or "
+             "expired signatures, a forged record, a broken chain of DS records; bogus is a "
+             "failure, not \"insecure\""),
+    "T-15": ("§2.2", "failure to deliver securely is a temporary condition: the message stays "
+             "queued"),
+    "X-01": ("RFC 8461 §2", "senders who implement MTA-STS validation MUST NOT allow MTA-STS "
+             "policy validation to override a failing DANE validation"),
 }
 
 # Ids that no scenario in this lab can show from what a sender does, and why.
@@ -70,7 +127,6 @@ NOT_OBSERVABLE: dict[str, str] = {
             "domain needs two domains that share MX hosts",
     "K-03": "refreshing before expiry and surviving restarts are internal to the sender; a "
             "scenario sees only fetches, not schedules or restarts",
-    "X-01": "needs DNSSEC-signed TLSA records; the lab DNS does not sign zones",
 }
 
 # Where RFC 8461 / RFC 8460 leave room: (the point, what the RFC says, what the lab accepts, how
@@ -205,6 +261,9 @@ def render_markdown(scenarios: Sequence[_HasRfc]) -> str:
     lines += ["", "Not room, though it can look so: the RFC decides, and the scenario's `because` "
               "quotes it.", ""]
     lines += [f"- {point}: {rfc}." for point, rfc in DECIDED]
+    lines += ["", "## The RFC text behind the DANE ids", ""]
+    for rid, (section, text) in DANE_SOURCES.items():
+        lines.append(f"- **{rid}** ({section}): {text}.")
     unknown = sorted(set(table) - set(REQUIREMENTS))
     if unknown:
         lines += ["", "## Unknown ids used by scenarios", ""]

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 import dnslib
 
@@ -85,6 +85,14 @@ _RDATA: dict[str, Callable[[Record], Any]] = {
 }
 
 
+class Signed(Protocol):
+    """What `answer()` asks of signed zones (lab/core/dnssec.py `SignedZones`)."""
+
+    def covers(self, qname: str) -> bool: ...
+
+    def answer(self, zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None: ...
+
+
 @dataclass(frozen=True)
 class Zone:
     """What the lab's DNS knows for one step. Build it with `build_zone()`."""
@@ -92,6 +100,9 @@ class Zone:
     origins: tuple[str, ...] = ()
     records: tuple[Record, ...] = ()
     faults: tuple[tuple[str, str], ...] = ()  # (name, servfail | nxdomain | timeout)
+    # The zones signed (lab/core/dnssec.py `sign()`), answering for names below `test.`; None:
+    # no DNSSEC, the answers below as ever.
+    signed: Signed | None = field(default=None, compare=False)
 
     @cached_property
     def _by_name(self) -> dict[str, tuple[Record, ...]]:
@@ -236,6 +247,8 @@ def answer(zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None:
     q = request.q
     if q.qclass not in (dnslib.CLASS.IN, QCLASS_ANY):
         return _fail(reply, dnslib.RCODE.REFUSED)
+    if zone.signed is not None and zone.signed.covers(str(q.qname)):
+        return zone.signed.answer(zone, request)  # DNSSEC (DESIGN §9)
     owner: Any = q.qname  # the first owner echoes the asker's spelling (0x20 case)
     name = _norm(str(q.qname))
     visited: set[str] = set()
@@ -272,7 +285,7 @@ def wire(request: dnslib.DNSRecord, reply: dnslib.DNSRecord, transport: str) -> 
     """`reply` packed for `transport`: over UDP, cut to the size the asker can take (512, or
     its EDNS payload size up to 1232) with TC set, so it retries over TCP (RFC 7766)."""
     opt = next((r for r in request.ar if r.rtype == dnslib.QTYPE.OPT), None)
-    if opt is not None:
+    if opt is not None and not any(r.rtype == dnslib.QTYPE.OPT for r in reply.ar):
         reply.add_ar(dnslib.EDNS0(udp_len=EDNS_LIMIT))
     data: bytes = reply.pack()
     limit = max(UDP_LIMIT, min(opt.rclass, EDNS_LIMIT)) if opt is not None else UDP_LIMIT
@@ -282,6 +295,6 @@ def wire(request: dnslib.DNSRecord, reply: dnslib.DNSRecord, transport: str) -> 
         header = dnslib.DNSHeader(id=reply.header.id, bitmap=reply.header.bitmap, tc=1)
         cut = dnslib.DNSRecord(header, q=reply.q if reply.questions else None)
         if opt is not None:
-            cut.add_ar(dnslib.EDNS0(udp_len=EDNS_LIMIT))
+            cut.add_ar(dnslib.EDNS0(udp_len=EDNS_LIMIT, flags="do" if opt.ttl & 0x8000 else ""))
         data = cut.pack()
     return data

@@ -27,12 +27,45 @@ ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
     "drop-sts-txt": ("dns", frozenset()),
     "drop-tlsrpt-txt": ("dns", frozenset()),
     "block-policy-fetch": ("policy", frozenset({"how"})),
+    # DNSSEC / DANE (DESIGN §9, lab/core/dnssec.py): the attacker answers for DNS too, but
+    # cannot sign. They act on signed labs only (a scenario with a [dane] table).
+    "forge-tlsa": ("dns", frozenset({"hosts", "cert"})),  # TLSA of the attacker's cert, its own key
+    "strip-rrsig": ("dns", frozenset({"hosts"})),  # RRSIGs removed (no hosts: the whole zone)
+    "drop-tlsa": ("dns", frozenset({"hosts"})),  # TLSA removed, no valid denial
+    "expire-rrsig": ("dns", frozenset({"hosts"})),  # the TLSA signature replayed, expired
+    "remove-ds": ("dns", frozenset()),  # no DS at the parent, the child's signatures stripped
+    "wrong-ds": ("dns", frozenset()),  # the attacker's DS and keys, unsigned by the parent
 }
 ATTACK_DEFAULTS: dict[str, dict[str, str]] = {
     "intercept-tls": {"cert": "self-signed"},
     "spoof-mx": {"cert": "valid"},
     "block-policy-fetch": {"how": "refused"},
+    "forge-tlsa": {"cert": "self-signed"},
 }
+# [dane] tlsa `cert`: whose certificate a TLSA record is computed from. genuine: the receiver's
+# own (as its `receiver.cert` variant); ca: the lab CA (a DANE-TA trust anchor); other: a key
+# nobody serves; attacker: the attacker's intercept certificate (self-signed).
+TLSA_CERTS = ("genuine", "ca", "other", "attacker")
+DS_STATES = ("valid", "missing", "wrong")
+
+
+@dataclass(frozen=True)
+class TlsaSpec:
+    usage: int = 3
+    selector: int = 1
+    mtype: int = 1
+    cert: str = "genuine"
+    data: str | None = None  # hex: publish these bytes as they are (malformed records)
+
+
+@dataclass(frozen=True)
+class DaneSpec:
+    """The `[dane]` table: DNSSEC for the lab zones and the TLSA records of the MX hosts."""
+
+    dnssec: bool = True
+    tlsa: tuple[tuple[str, tuple[TlsaSpec, ...]], ...] = ()  # (MX host, records)
+    unsigned: tuple[str, ...] = ()  # zones left unsigned while the others are signed
+    ds: str = "valid"  # valid | missing | wrong: the recipient zone's DS at the parent
 
 TxtRecord = tuple[str, ...]  # one TXT record: its character-strings, joined by readers
 
@@ -133,6 +166,7 @@ class World:
     policy: PolicySpec | None
     receiver: ReceiverSpec
     message: MessageSpec
+    dane: DaneSpec | None = None  # None: no DNSSEC, no TLSA (every scenario before DESIGN §9)
 
     @property
     def policy_host(self) -> str:

@@ -15,21 +15,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ScenarioError
+from .dnssec import DANE_DNS_ATTACKS
 from .model import (
     ATTACK_DEFAULTS,
     ATTACKS,
     BLOCK_HOWS,
     CERT_VARIANTS,
     DNS_FAULTS,
+    DS_STATES,
     MODES,
     OUTCOMES,
+    TLSA_CERTS,
     Attack,
+    DaneSpec,
     DnsSpec,
     MessageSpec,
     PolicySpec,
     ReceiverSpec,
     Scenario,
     Step,
+    TlsaSpec,
     TxtRecord,
     World,
 )
@@ -38,7 +43,7 @@ from .tlsrpt import RESULT_TYPES
 
 # Allowed keys per table. Invariant: a key absent here is an error, never silently ignored.
 TOP_KEYS = {"title", "summary", "rfc", "tags", "dns", "message", "policy", "receiver", "step",
-            "deadline_s"}
+            "deadline_s", "dane"}
 DNS_KEYS = {"mx", "sts_txt", "tlsrpt_txt", "cname", "fault"}
 MESSAGE_KEYS = {"to", "headers"}
 POLICY_KEYS = {"mode", "mx", "max_age", "raw", "status", "content_type", "cert", "delay_s",
@@ -46,7 +51,10 @@ POLICY_KEYS = {"mode", "mx", "max_age", "raw", "status", "content_type", "cert",
 MAX_PAD = 16 * 1024 * 1024
 RECEIVER_KEYS = {"starttls", "cert"}
 STEP_KEYS = {"attack", "expect", "tolerate", "because", "set", "after", "report", "deadline_s"}
-SET_KEYS = {"dns", "policy", "receiver"}
+SET_KEYS = {"dns", "policy", "receiver", "dane"}
+DANE_KEYS = {"dnssec", "tlsa", "unsigned", "ds"}
+TLSA_KEYS = {"usage", "selector", "mtype", "cert", "data"}
+EVERY_MX = "*"  # `tlsa = [...]`: the same records for every MX host
 ATTACK_KEYS = {"kind", "hosts", "cert", "how"}
 
 HOSTNAME = re.compile(r"^(?=.{1,253}$)(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
@@ -238,6 +246,61 @@ def _receiver(ctx: _Ctx, raw: Any, base: ReceiverSpec, key: str) -> ReceiverSpec
     return spec
 
 
+def _tlsa_list(ctx: _Ctx, value: Any, key: str) -> tuple[TlsaSpec, ...]:
+    if not isinstance(value, list):
+        raise ctx.error(key, f"must be a list of TLSA tables, got {_show(value)}")
+    out = []
+    for i, raw in enumerate(value):
+        k = f"{key}[{i}]"
+        t = ctx.table(raw, k, TLSA_KEYS)
+        data = None
+        if "data" in t:
+            data = ctx.string(t["data"], f"{k}.data").lower()
+            if not re.fullmatch(r"([0-9a-f]{2})*", data):
+                raise ctx.error(f"{k}.data", f"{data!r} is not hex")
+        out.append(TlsaSpec(
+            usage=ctx.integer(t.get("usage", 3), f"{k}.usage", 0, 255),
+            selector=ctx.integer(t.get("selector", 1), f"{k}.selector", 0, 255),
+            mtype=ctx.integer(t.get("mtype", 1), f"{k}.mtype", 0, 255),
+            cert=ctx.choice(t.get("cert", "genuine"), f"{k}.cert", TLSA_CERTS), data=data))
+    return tuple(out)
+
+
+def _dane(ctx: _Ctx, raw: Any, base: DaneSpec, key: str, mx: Sequence[str]) -> DaneSpec:
+    """`[dane]` (DESIGN §9): `tlsa` is a list (every MX host) or a table MX host -> list."""
+    t = ctx.table(raw, key, DANE_KEYS)
+    changes: dict[str, Any] = {}
+    if "dnssec" in t:
+        changes["dnssec"] = ctx.boolean(t["dnssec"], f"{key}.dnssec")
+    if "ds" in t:
+        changes["ds"] = ctx.choice(t["ds"], f"{key}.ds", DS_STATES)
+    if "unsigned" in t:
+        changes["unsigned"] = ctx.hostnames(t["unsigned"], f"{key}.unsigned")
+    if "tlsa" in t:
+        value = t["tlsa"]
+        if isinstance(value, dict):
+            per_host = []
+            for host, records in value.items():
+                name = ctx.hostname(host, f"{key}.tlsa.{host}")
+                if name not in mx:
+                    raise ctx.error(f"{key}.tlsa.{host}", f"{host!r} is not an MX host "
+                                    f"(dns.mx: {', '.join(mx)})")
+                per_host.append((name, _tlsa_list(ctx, records, f"{key}.tlsa.{host}")))
+            changes["tlsa"] = tuple(per_host)
+        else:
+            changes["tlsa"] = ((EVERY_MX, _tlsa_list(ctx, value, f"{key}.tlsa")),)
+    return replace(base, **changes)
+
+
+def _check_dane_names(ctx: _Ctx, world: World, key: str) -> None:
+    if world.dane is None:
+        return
+    for name in (world.domain, *world.dns.mx):
+        if not name.endswith(".test"):
+            raise ctx.error(key, f"{name!r}: a scenario with [dane] keeps its names below "
+                            "test., the lab's signed root")
+
+
 def _message(ctx: _Ctx, raw: Any) -> MessageSpec:
     t = ctx.table(raw, "message", MESSAGE_KEYS)
     spec = MessageSpec()
@@ -333,7 +396,10 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
         raise ctx.error("step", "missing: a scenario needs at least one [[step]]")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise ctx.error("step", "must be one or more [[step]] tables")
-    world = World(domain=domain, dns=dns, policy=policy, receiver=receiver, message=message)
+    dane = _dane(ctx, top["dane"], DaneSpec(), "dane", dns.mx) if "dane" in top else None
+    world = World(domain=domain, dns=dns, policy=policy, receiver=receiver, message=message,
+                  dane=dane)
+    _check_dane_names(ctx, world, "dane")
     steps = []
     for i, raw in enumerate(raw_steps):
         key = f"step[{i}]"
@@ -350,6 +416,10 @@ def parse_scenario(data: Mapping[str, Any], *, file: str, scenario_id: str) -> S
         # would be an attack that silently does nothing.
         attacks = tuple(_attack(ctx, a, f"{key}.attack[{j}]", world.dns.mx)
                         for j, a in enumerate(attacks_raw))
+        for j, a in enumerate(attacks):
+            if a.kind in DANE_DNS_ATTACKS and world.dane is None:
+                raise ctx.error(f"{key}.attack[{j}]", f"{a.kind} attacks signed DNS: the "
+                                "scenario needs a [dane] table")
         tolerate = _outcomes(ctx, t.get("tolerate", []), f"{key}.tolerate")
         if expect in tolerate:
             raise ctx.error(f"{key}.tolerate", f"{expect!r} is already the expected outcome")
@@ -406,6 +476,10 @@ def _apply_set(ctx: _Ctx, raw: Any, world: World, key: str) -> World:
     if "receiver" in t:
         world = replace(world, receiver=_receiver(ctx, t["receiver"], world.receiver,
                                                   f"{key}.receiver"))
+    if "dane" in t:
+        world = replace(world, dane=_dane(ctx, t["dane"], world.dane or DaneSpec(),
+                                          f"{key}.dane", world.dns.mx))
+        _check_dane_names(ctx, world, f"{key}.dane")
     return world
 
 

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("folder", type=_path, metavar="DIR",
                         help="a new or empty folder; `downgrade-lab run DIR` then runs the copy")
 
-    demo = sub.add_parser("demo", help="the classroom walkthrough: four acts on real lab runs")
+    demo = sub.add_parser("demo", help="the classroom walkthrough: five acts on real lab runs")
     demo.add_argument("name", nargs="?", metavar="NAME", help="show one act only: 1 honest, "
                       "2 strip, 3 enforce, 4 testing (default: all four)")
     demo.add_argument("--sender", default="reference", metavar="NAME",

@@ -1,10 +1,12 @@
-"""`downgrade-lab demo`: the classroom walkthrough (DESIGN §7), four acts on real lab runs.
+"""`downgrade-lab demo`: the classroom walkthrough (DESIGN §7), five acts on real lab runs.
 
 Every fact the story tells is read from the run records of real pairs run here and now (the
 transcript, what the receiver stored, what the attacker read, the sender's own report), so the
 demo cannot drift from what the lab does. Act 1: the vulnerable `opportunistic` sender on an
 honest path. Act 2: the attacker strips STARTTLS and reads the mail. Act 3: the domain publishes
 an enforce policy and the MTA-STS sender keeps the mail. Act 4: the testing-mode twin delivers.
+Act 5: the other defence, DANE (RFC 7672): the MX publishes a DNSSEC-signed TLSA record, the
+attacker strips STARTTLS, and the DANE sender refuses (docs/dane.md).
 This module builds the story; lab/frontends/demo_view.py draws it (terminal, plain text, HTML).
 """
 
@@ -43,6 +45,17 @@ expect = "delivered-tls"
 attack = ["strip-starttls"]
 expect = "{expect}"
 """
+# Act 5: DANE. The zone is signed, the MX host publishes 3 1 1 for its own key.
+_DANE = """
+title = "Act 5: DANE, STARTTLS stripped"
+[dane]
+tlsa = [{usage = 3, selector = 1, mtype = 1, cert = "genuine"}]
+[[step]]
+expect = "delivered-tls"
+[[step]]
+attack = ["strip-starttls"]
+expect = "not-delivered"
+"""
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ ACTS: tuple[ActSpec, ...] = (
             _POLICY.format(n=3, mode="enforce", expect="not-delivered"), None),
     ActSpec("testing", "The testing-mode twin",
             _POLICY.format(n=4, mode="testing", expect="delivered"), None),
+    ActSpec("dane", "DANE: a signed TLSA record instead of a policy", _DANE, None),
 )
 
 
@@ -127,7 +141,7 @@ async def run_acts(specs: Sequence[ActSpec], sender: str) -> list[PairRecord]:
 
 def build(specs: Sequence[ActSpec], results: Sequence[PairRecord]) -> list[Act]:
     builders = {"honest": _act_honest, "strip": _act_strip, "enforce": _act_policy,
-                "testing": _act_policy}
+                "testing": _act_policy, "dane": _act_dane}
     acts = []
     for spec, result in zip(specs, results, strict=True):
         number = ACTS.index(spec) + 1
@@ -222,6 +236,45 @@ def _testing_story(act: Act, step: StepRecord) -> None:
                  "the failure (RFC 8461 §5, TLS-RPT). Testing lets a domain learn from the reports "
                  "what enforce would break before it enforces; it does not protect this message.")
     act.question = "Why would a domain publish a policy that does not protect its mail?"
+
+
+def _answers(step: StepRecord, qtype: str, prefix: str = "") -> list[str]:
+    return [a for q in step.dns_queries if q.qtype == qtype
+            and q.qname.lower().startswith(prefix) for a in q.answers]
+
+
+def _act_dane(act: Act, result: PairRecord) -> None:
+    warm, step = result.steps[0], result.steps[-1]
+    tlsa = [a for a in _answers(warm, "TLSA", "_25._tcp.") if " TLSA " in a]
+    sigs = [a for a in _answers(warm, "TLSA", "_25._tcp.") if " RRSIG " in a]
+    chain = sorted({f"{q.qtype} {q.qname}" for q in warm.dns_queries
+                    if q.qtype in ("DS", "DNSKEY")})
+    act.setup = ("No MTA-STS this time. example.test signs its DNS (DNSSEC: the lab's root test. "
+                 "vouches for it with a DS record) and publishes a TLSA record at "
+                 "_25._tcp.mx1.example.test: a SHA-256 of the MX host's public key. The sender "
+                 f"is `{act.sender}`. A first, honest delivery; then the attacker strips STARTTLS.")
+    act.facts = [Fact("TLSA the sender should match", tlsa[0].split(" TLSA ", 1)[1] if tlsa
+                      else "(not looked up by this sender)"),
+                 Fact("its signature (RRSIG)", sigs[0].split(" RRSIG ", 1)[1][:72] + "..."
+                      if sigs else "(none asked for: no DO bit)"),
+                 Fact("chain of trust checked", ", ".join(chain) or "none"),
+                 Fact("first delivery (honest)", _outcome(warm).value)]
+    act.facts += _tls_facts(warm)
+    act.dialogue = dialogue(step.transcript)
+    report = step.sender_report
+    act.facts += [_outcome(step),
+                  Fact("the sender says", f"{report.state}: {report.detail}"),
+                  _read_fact(step)]
+    if step.attacker_saw_body:
+        act.stolen, act.secret = attacker_read(step), "the secret token is"
+        act.moral = (f"`{act.sender}` does not do DANE: the signed TLSA record meant nothing to it, "
+                     "and the attacker read the mail.")
+    else:
+        act.moral = ("A secure TLSA record makes TLS mandatory (RFC 7672 §2.2): no STARTTLS, no "
+                     "mail. The attacker can strip STARTTLS but cannot forge the signed record "
+                     "that says it must be there, nor sign a denial that it exists.")
+    act.question = ("The attacker also answers DNS. Why can it not simply delete the TLSA record? "
+                    "(Hint: try `dane/drop-tlsa`.)")
 
 
 def _result_types(report: TlsReport) -> list[str]:

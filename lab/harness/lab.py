@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..core.attackplan import proxy_attacks, spoofs_mx, upstreams
+from ..core.dnssec import LabKeys
 from ..core.evidence import gather, split
 from ..core.model import Scenario, Step
 from ..core.policyserve import trickle_interval
@@ -35,6 +36,7 @@ from ..services.mitm import ConnectionRecord, MitmProxy
 from ..services.policyhost import PolicyHost
 from ..services.receiver import Receiver, StoredMessage
 from ..services.tlsrpt import TlsRptCollector, read_mailbox
+from .danezone import signed_zone
 from .pki import PKI
 from .topology import LOOPBACK as LOOPBACK_TOPOLOGY
 from .topology import Topology
@@ -84,6 +86,8 @@ class Lab:
                                       port=plan.tlsrpt.port)
         self.dns = DnsServer(bind_host=plan.dns.host, port=plan.dns.port)
         self.proxy: MitmProxy | None = None
+        # DNSSEC (DESIGN §9): fresh keys per lab, for scenarios with a [dane] table only
+        self.dnssec_keys = LabKeys() if any(s.world.dane for s in scenario.steps) else None
         self._started: list[Service] = []
         self._env: LabEnv | None = None
 
@@ -114,9 +118,15 @@ class Lab:
         ports[f"tlsrpt.{self.domain}"] = self.tlsrpt.port  # the https: rua (RFC 8460 §5.4)
         addresses = dict(self.plan.addresses)
         self._addresses = addresses
+        anchor = anchor_file = None
+        if self.dnssec_keys is not None:
+            anchor = self.dnssec_keys.anchor_text()
+            anchor_file = self.pki.dir / "trust-anchor.txt"
+            anchor_file.write_text(anchor)
         self._env = LabEnv(domain=self.domain, dns_host=self.plan.dns.host, dns_port=self.dns.port,
                            ca_file=self.pki.ca_file, ports=ports, host_addresses=addresses,
-                           topology=self.topology.name, workdir=self.pki.dir)
+                           topology=self.topology.name, workdir=self.pki.dir,
+                           trust_anchor=anchor, trust_anchor_file=anchor_file)
 
     async def stop(self) -> None:
         """Stop every service that started, in reverse order. Idempotent."""
@@ -138,7 +148,11 @@ class Lab:
         """Set the world and the attacks for `step`, and forget what earlier steps recorded."""
         assert self.proxy is not None
         world = step.world
-        self.dns.set_zone(build_zone(world, self._addresses, step.attacks("dns")))
+        if world.dane is not None and self.dnssec_keys is not None:
+            self.dns.set_zone(signed_zone(world, self._addresses, step.attacks("dns"), self.pki,
+                                          self.dnssec_keys))
+        else:
+            self.dns.set_zone(build_zone(world, self._addresses, step.attacks("dns")))
         self.policyhost.configure(world.policy, step.attacks("policy"),
                                   trickle_s=trickle_interval(world.policy))
         self.receiver.configure(world.receiver)

@@ -114,7 +114,21 @@ class PKI:
         leaf = ca.issue_cert(*names, common_name=names[0], not_before=not_before,
                              not_after=not_after)
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        if ca is self._ca:
+            # The chain ends with the lab CA, as RFC 7672 §3.1.2 asks of a DANE-TA(2) server:
+            # a `2 x 1` record names the CA by digest, so the client must be shown it.
+            chain += self._ca.cert_pem.bytes()
         return chain, leaf.private_key_pem.bytes()
+
+    def leaf_der(self, host: str, variant: str = "valid") -> bytes:
+        """The DER of `host`'s certificate in `variant` (what a TLSA record is computed from)."""
+        cert = x509.load_pem_x509_certificate(self.cert_files(host, variant)[0].read_bytes())
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    def ca_der(self) -> bytes:
+        """The DER of the lab CA certificate (a DANE-TA trust anchor)."""
+        cert = x509.load_pem_x509_certificate(self._ca.cert_pem.bytes())
+        return cert.public_bytes(serialization.Encoding.DER)
 
     def server_context(self, host: str, variant: str = "valid") -> ssl.SSLContext:
         """A server-side TLS context presenting `host`'s certificate in `variant`."""

@@ -25,6 +25,10 @@ class LabEnv:
     host_addresses: Mapping[str, str] = field(default_factory=dict)  # host name -> IP
     topology: str = "loopback"
     workdir: Path | None = None  # private temp dir of the lab (0700)
+    # DNSSEC (DESIGN §9): the lab root `test.`'s DS and DNSKEY as zone-file lines, and the file
+    # holding them (unbound's trust-anchor-file format); None when the lab signs nothing.
+    trust_anchor: str | None = None
+    trust_anchor_file: Path | None = None
 
     def address(self, host: str, default_port: int) -> tuple[str, int]:
         """Where to connect for `host` (a lab name) on its service port."""

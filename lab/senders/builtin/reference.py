@@ -22,12 +22,14 @@ import time
 from email.parser import BytesHeaderParser
 from typing import Any
 
+from ...core.dane import HostPlan, Tlsa, authenticate, plan_host
 from ...core.policy import Policy, PolicyError, validate_fetch
 from ...core.policycache import PolicyCache, TxtFailure, discover
 from ...errors import SenderError
 from ..base import Message, SendReport, remaining
 from ..env import LabEnv
 from .dnsclient import DnsClient, DnsError, LookupFailed, NoRecords
+from .dnssecclient import ValidatingResolver
 from .policyfetch import Fetched, PolicyFetcher
 from .smtpclient import Attempt, deliver_via_mx
 from .tlsreporter import Applied, Reporter
@@ -61,6 +63,7 @@ class ReferenceSender:
         self._env: LabEnv | None = None
         self._dns: DnsClient | None = None
         self._fetcher: PolicyFetcher | None = None
+        self._dane: ValidatingResolver | None = None  # when the lab signs its zones
         self._cache = PolicyCache()
         self._offset = 0.0
         self._reporter = Reporter(time.time())  # RFC 8460 session results
@@ -75,11 +78,13 @@ class ReferenceSender:
         self._env = env
         self._dns = DnsClient(env, lifetime=DNS_LIFETIME_S)
         self._fetcher = PolicyFetcher(env, self._dns)
+        self._dane = ValidatingResolver(env) if env.trust_anchor is not None else None
 
     async def stop(self) -> None:
         if self._fetcher is not None:
             await self._fetcher.close()
         self._env = self._dns = self._fetcher = None
+        self._dane = None
 
     async def send(self, message: Message, deadline: float) -> SendReport:
         if self._env is None or self._dns is None:
@@ -89,6 +94,8 @@ class ReferenceSender:
         if policy is not None and tls_required_no(message):
             notes["ignored"] = "TLS-Required: No (RFC 8689)"
             policy = None
+        elif self._dane is not None:
+            return await self._send_dane(domain, policy, message, deadline, notes)
         try:
             hosts = await self._dns.mail_hosts(domain, lifetime=DNS_LIFETIME_S)
         except DnsError as exc:
@@ -225,6 +232,108 @@ class ReferenceSender:
                 attempt = await deliver_via_mx(self._env, host, message, tls="none",
                                                timeout=budget())
                 attempts.append(attempt)
+        return attempt
+
+    async def _send_dane(self, domain: str, policy: Policy | None, message: Message,
+                         deadline: float, notes: dict[str, Any]) -> SendReport:
+        """RFC 7672 first, MTA-STS only for hosts DANE does not cover (RFC 8461 §2, X-01)."""
+        assert self._dane is not None
+        now = self._now()
+        self._dane.reset()
+        mx = await self._dane.lookup(domain, "MX", now)
+        dane: dict[str, Any] = {"mx": mx.security, "hosts": []}
+        notes["dane"] = dane
+        if mx.failed:
+            # RFC 7672 §2.2.1 (T-02): a bogus or failed MX lookup: keep the message, retry
+            return SendReport("deferred", f"DNSSEC: MX lookup {mx.security}: {mx.why}",
+                              {"policy": notes, "attempts": []})
+        pairs = sorted((int(r.preference), r.exchange.to_text().rstrip(".").lower())
+                       for r in (mx.rrset or []))
+        hosts = [h for _, h in pairs if h] if pairs else [domain]
+        if pairs and not hosts:
+            return SendReport("bounced", f"{domain} accepts no mail (null MX, RFC 7505)",
+                              {"policy": notes, "attempts": []})
+        applied = Applied.of(domain, policy)
+        attempts: list[Attempt] = []
+        story: list[str] = []
+        for host in hosts:
+            if remaining(deadline) <= 0:
+                break
+            plan = await self._plan(host, now)
+            dane["hosts"].append({"host": host, "plan": plan.plan, "why": plan.why,
+                                  "tlsa": [r.text() for r in plan.records]})
+            if plan.plan == "unreachable":
+                # RFC 7672 §2.2 (T-04): this host is not used; the next one may be
+                story.append(f"{host}: {plan.why}")
+                if "TLSA" in plan.why:  # RFC 8460 §4.3.2.1: the TLSA lookup did not validate
+                    self._reporter.skipped_as(Applied(domain, "tlsa"), host, "dnssec-invalid",
+                                              plan.why)
+                continue
+            attempt = await self._deliver_dane(plan, policy, applied, host, domain, message,
+                                               deadline, now, attempts)
+            if attempt is None:
+                story.append(f"{host}: not in the policy's mx list")
+                continue
+            story.append(attempt.summary())
+            extra = self._extra(notes, attempts, [])
+            if attempt.delivered:
+                return SendReport("delivered", attempt.summary(), extra)
+            if attempt.result == "perm-fail" and attempt.verified:
+                return SendReport("bounced", attempt.summary(), extra)
+        # RFC 7672 §2.2 (T-15): nothing delivered securely enough: a temporary failure
+        why = "; ".join(story) or "deadline passed"
+        return SendReport("deferred", f"no MX host usable: {why}",
+                          self._extra(notes, attempts, []))
+
+    async def _plan(self, host: str, now: float) -> HostPlan:
+        assert self._dane is not None
+        address = await self._dane.lookup(host, "A", now)
+        if address.security != "secure":
+            return plan_host(address.security, None)
+        tlsa = await self._dane.lookup(f"_25._tcp.{host}", "TLSA", now)
+        records = [Tlsa(int(r.usage), int(r.selector), int(r.mtype), bytes(r.cert))
+                   for r in (tlsa.rrset or [])]
+        plan = plan_host(address.security, tlsa.security, records)
+        if tlsa.why and plan.plan == "unreachable":
+            return HostPlan(plan.plan, f"{plan.why}: {tlsa.why}")
+        return plan
+
+    async def _deliver_dane(self, plan: HostPlan, policy: Policy | None, applied: Applied,
+                            host: str, domain: str, message: Message, deadline: float,
+                            now: float, attempts: list[Attempt]) -> Attempt | None:
+        """One host under its DANE plan; None when MTA-STS rules the host out (M-02)."""
+        assert self._env is not None
+        timeout = min(ATTEMPT_TIMEOUT_S, remaining(deadline))
+        if plan.plan in ("dane", "mandatory-tls"):
+            # RFC 8461 §2 (X-01): where DANE applies, MTA-STS is not consulted at all
+            check = None
+            if plan.plan == "dane":
+                records, names = plan.records, [host, domain]  # §3.2.3 reference identifiers
+
+                def check(chain: list[bytes]) -> str | None:
+                    return authenticate(records, chain, names, now)
+            attempt = await deliver_via_mx(self._env, host, message, tls="required",
+                                           verify=False, timeout=timeout, authenticate=check)
+            attempts.append(attempt)
+            # RFC 8460 §4.4: DANE sessions are reported under policy type tlsa, the records
+            # as the policy string
+            self._reporter.attempt(Applied(domain, "tlsa", tuple(r.text() for r in plan.records)),
+                                   attempt)
+            return attempt
+        if policy is not None and policy.mode == "enforce":
+            if not policy.matches(host):
+                self._reporter.skipped(applied, host)
+                return None
+            attempt = await deliver_via_mx(self._env, host, message, tls="required",
+                                           verify=True, timeout=timeout)
+            attempts.append(attempt)
+            self._reporter.attempt(applied, attempt)
+            return attempt
+        mode = policy.mode if policy is not None else "none"
+        first = len(attempts)
+        attempt = await self._deliver_one(mode, host, message, deadline, attempts)
+        mismatch = mode == "testing" and policy is not None and not policy.matches(host)
+        self._reporter.attempt(applied, attempts[first], mismatch=mismatch)
         return attempt
 
     @staticmethod

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,8 @@ from ..base import Message
 from ..env import LabEnv
 
 TlsMode = Literal["opportunistic", "required", "none"]
+# DANE (RFC 7672): the server's chain (DER, leaf first) -> None when it authenticates, else why
+Authenticate = Callable[[list[bytes]], "str | None"]
 Result = Literal["delivered", "temp-fail", "perm-fail", "tls-failed", "connect-failed"]
 EHLO_NAME = "sender.test"
 SMTP_PORT = 25
@@ -142,8 +145,22 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
+def peer_chain(sslobj: ssl.SSLObject) -> list[bytes]:
+    """The certificates the server sent, leaf first, as DER (unverified: DANE checks them)."""
+    public = getattr(sslobj, "get_unverified_chain", None)  # Python 3.13+
+    if public is not None:
+        return [bytes(c) for c in public()]
+    inner = getattr(sslobj, "_sslobj", None)  # 3.10-3.12: the same method, not yet public
+    if inner is not None and hasattr(inner, "get_unverified_chain"):
+        return [c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                for c in inner.get_unverified_chain() or []]
+    leaf = sslobj.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
 async def _starttls(client: aiosmtplib.SMTP, p: _Progress, ctx: ssl.SSLContext, mx: str,
-                    mode: TlsMode, verify: bool) -> Attempt | None:
+                    mode: TlsMode, verify: bool,
+                    authenticate: Authenticate | None = None) -> Attempt | None:
     """Upgrade to TLS. Returns an `Attempt` when the attempt ends here, None to go on."""
     if not client.supports_extension("starttls"):
         if mode != "required":
@@ -171,11 +188,19 @@ async def _starttls(client: aiosmtplib.SMTP, p: _Progress, ctx: ssl.SSLContext, 
     p.note(tls=True, verified=verify,
            tls_version=sslobj.version() if isinstance(sslobj, ssl.SSLObject) else None,
            cipher=cipher[0] if cipher else None)
+    if authenticate is not None and isinstance(sslobj, ssl.SSLObject):
+        why = authenticate(peer_chain(sslobj))
+        if why is not None:
+            # RFC 7672 §2.2 (T-06): no match, no mail: QUIT before MAIL FROM
+            await _quit(client)
+            return p.end("tls-failed", f"DANE: {why}", failure="tlsa-invalid")
+        p.note(verified=True)
     return None
 
 
 async def _transaction(client: aiosmtplib.SMTP, p: _Progress, env: LabEnv, mx: str,
-                       message: Message, mode: TlsMode, verify: bool) -> Attempt:
+                       message: Message, mode: TlsMode, verify: bool,
+                       authenticate: Authenticate | None = None) -> Attempt:
     try:
         await client.connect()
     except aiosmtplib.SMTPConnectResponseError as exc:
@@ -190,7 +215,8 @@ async def _transaction(client: aiosmtplib.SMTP, p: _Progress, env: LabEnv, mx: s
         await client.ehlo(hostname=EHLO_NAME)
         p.note(starttls_offered=client.supports_extension("starttls"))
         if mode != "none":
-            ended = await _starttls(client, p, client_context(env, verify), mx, mode, verify)
+            ended = await _starttls(client, p, client_context(env, verify), mx, mode, verify,
+                                    authenticate)
             if ended is not None:
                 return ended
             if client.get_transport_info("ssl_object") is not None:
@@ -213,9 +239,12 @@ async def _transaction(client: aiosmtplib.SMTP, p: _Progress, env: LabEnv, mx: s
 
 async def deliver_via_mx(env: LabEnv, mx_host: str, message: Message, *,
                          tls: TlsMode = "opportunistic", verify: bool = False,
-                         timeout: float = 30.0) -> Attempt:  # noqa: ASYNC109 - enforced inside
+                         timeout: float = 30.0,  # noqa: ASYNC109 - enforced inside
+                         authenticate: Authenticate | None = None) -> Attempt:
     """Deliver `message` to MX `mx_host` at `env.address(mx_host, 25)` within `timeout` seconds
-    (the whole attempt). Never raises for the far side's behaviour; see `Attempt.result`."""
+    (the whole attempt). Never raises for the far side's behaviour; see `Attempt.result`.
+    `authenticate` (DANE): checks the server's chain after the handshake; a refusal ends the
+    attempt before MAIL FROM."""
     mx = mx_host.lower().rstrip(".")
     host, port = env.address(mx, SMTP_PORT)
     p = _Progress(mx)
@@ -225,7 +254,7 @@ async def deliver_via_mx(env: LabEnv, mx_host: str, message: Message, *,
                              timeout=max(timeout, 0.001), start_tls=False)
     try:
         async with asyncio.timeout(timeout):
-            return await _transaction(client, p, env, mx, message, tls, verify)
+            return await _transaction(client, p, env, mx, message, tls, verify, authenticate)
     except TimeoutError:
         result: Result = "temp-fail" if p.facts.get("connected") else "connect-failed"
         return p.end(result, f"timed out after {timeout:.1f}s")

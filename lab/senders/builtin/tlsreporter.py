@@ -54,7 +54,7 @@ class Applied:
     """The policy a delivery to `domain` went under, as a report names it (RFC 8460 §4.4)."""
 
     domain: str
-    policy_type: str  # sts | no-policy-found
+    policy_type: str  # sts | tlsa | no-policy-found
     policy_string: tuple[str, ...] = ()
     mx_host: tuple[str, ...] = ()
 
@@ -91,6 +91,10 @@ class Reporter:
     def skipped(self, applied: Applied, host: str) -> None:
         """An MX host not tried because it is not in the policy (RFC 8461 §4.1, M-02)."""
         self._add(applied, "validation-failure", host, "MX host not in the policy's mx list")
+
+    def skipped_as(self, applied: Applied, host: str, result: str, reason: str) -> None:
+        """An MX host not tried for a reason of its own (DANE: `dnssec-invalid`)."""
+        self._add(applied, result, host, reason)
 
     def fetch_failed(self, domain: str, result_type: str | None, detail: str) -> None:
         """A failed policy fetch with a valid TXT record (R-02): sts-policy-fetch-error,

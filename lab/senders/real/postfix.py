@@ -34,6 +34,8 @@ from . import postfixlog
 from .base import LogTail, export_ca, make_workdir, require_isolated, run
 from .mtasts_resolver import ResolverDaemon, policy_map
 from .mtasts_resolver import available as resolver_available
+from .unbound import UNBOUND_ADDRESS, Unbound, private_resolv_conf
+from .unbound import available as dane_available
 
 POSTFIX_ETC = Path("/etc/postfix")
 DAEMON_DIR = Path("/usr/lib/postfix/sbin")  # Debian's daemon_directory
@@ -55,7 +57,7 @@ def _tool(name: str) -> str | None:
     return None
 
 
-def main_cf(folder: Path, ca_file: Path, policy_maps: str | None) -> str:
+def main_cf(folder: Path, ca_file: Path, policy_maps: str | None, dane: bool = False) -> str:
     """The instance's main.cf. Short timeouts and backoffs: the lab answers in milliseconds,
     and a stuck attempt should end within a step's deadline."""
     lines = [
@@ -81,6 +83,14 @@ def main_cf(folder: Path, ca_file: Path, policy_maps: str | None) -> str:
     ]
     if policy_maps:
         lines.append(f"smtp_tls_policy_maps = {policy_maps}")
+    if dane:
+        # RFC 7672 as Postfix does it: DNSSEC-validated lookups (the AD bit of a resolver
+        # trusted through `options trust-ad`), TLSA where secure, `may` elsewhere
+        lines[lines.index("smtp_tls_security_level = may")] = "smtp_tls_security_level = dane"
+        lines.append("smtp_dns_support_level = dnssec")
+        # smtp(8) caches TLSA RRsets for their TTL in whole seconds, so a TTL of 0 still lasts
+        # the rest of the second: a new process per delivery sees each step's records
+        lines.append("max_use = 1")
     return "\n".join(lines) + "\n"
 
 
@@ -137,6 +147,7 @@ class PostfixSender:
     capabilities: frozenset[str] = frozenset({"queue-state"})
     mta_sts = False
     strict = False
+    dane = False
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -150,12 +161,15 @@ class PostfixSender:
             return False, f"{DAEMON_DIR}/master not found: reinstall Debian's postfix"
         if cls.mta_sts:
             return resolver_available()
+        if cls.dane:
+            return dane_available()
         return True, ""
 
     def __init__(self) -> None:
         self._dir: Path | None = None
         self._log: LogTail | None = None
         self._daemon: ResolverDaemon | None = None
+        self._unbound: Unbound | None = None
         self._running = False
 
     @property
@@ -184,7 +198,7 @@ class PostfixSender:
         conf = folder / "conf"
         conf.mkdir()
         maps = policy_map(self.strict) if self.mta_sts else None
-        (conf / "main.cf").write_text(main_cf(folder, ca, maps))
+        (conf / "main.cf").write_text(main_cf(folder, ca, maps, self.dane))
         (conf / "master.cf").write_text(master_cf((POSTFIX_ETC / "master.cf").read_text()))
         for name in ("main.cf", "master.cf"):
             # Postfix sleeps in 0.3 s steps while a configuration file is younger than about
@@ -195,8 +209,14 @@ class PostfixSender:
         self._log = LogTail(folder / "maillog")
         # master -w directly, as `postfix start` does after its integrity checks: those take
         # seconds (check-warn walks every Postfix file) and the instance is new and well-formed.
-        done = await run([str(DAEMON_DIR / "master"), "-c", self._conf, "-w"],
-                         env={**os.environ, "MAIL_CONFIG": self._conf}, check=False, output=False)
+        master = [str(DAEMON_DIR / "master"), "-c", self._conf, "-w"]
+        if self.dane and env.trust_anchor_file is not None:
+            # A lab without [dane] signs nothing: no anchor, so no resolver to validate with;
+            # Postfix then finds every answer insecure and `dane` acts as `may`, as on the
+            # internet for an unsigned domain.
+            master = await self._with_validating_resolver(env, folder, master)
+        done = await run(master, env={**os.environ, "MAIL_CONFIG": self._conf}, check=False,
+                         output=False)
         if done.code != 0:
             # Without a terminal `postfix` prints nothing; its maillog says why.
             why = [line for line in self._log.read() if "fatal" in line or "error" in line]
@@ -204,6 +224,15 @@ class PostfixSender:
                               f"{(why or [done.out.strip() or 'see ' + str(folder / 'maillog')])[-1]}")
         self._running = True
         self._log.skip()
+
+    async def _with_validating_resolver(self, env: LabEnv, folder: Path,
+                                        master: list[str]) -> list[str]:
+        """Start unbound with the lab's anchor, and run `master` in a mount namespace of its own
+        whose /etc/resolv.conf names it with `options trust-ad` (glibc hands Postfix the AD
+        bit only then). The lab's other senders keep the namespace's plain resolv.conf."""
+        self._unbound = Unbound(env, (UNBOUND_ADDRESS, 53), folder / "unbound")
+        await self._unbound.start()
+        return [*private_resolv_conf(folder), *master]
 
     def _make_queue(self, folder: Path) -> None:
         (folder / "data").mkdir()
@@ -221,6 +250,8 @@ class PostfixSender:
         if not self._running or self._log is None:
             raise SenderError(f"{self.name}: send() before start()")
         message_id = _message_id(message)
+        if self._unbound is not None:
+            await self._unbound.restart()
         await run([_tool("sendmail") or "sendmail", "-C", self._conf, "-i", "-f",
                    message.mail_from, message.rcpt_to], stdin=message.data,
                   timeout_s=max(1.0, remaining(deadline)), what=f"{self.name}: submission")
@@ -279,6 +310,9 @@ class PostfixSender:
             daemon, self._daemon = self._daemon, None
             if daemon is not None:
                 await daemon.stop()
+            resolver, self._unbound = self._unbound, None
+            if resolver is not None:
+                await resolver.stop()
             shutil.rmtree(folder, ignore_errors=True)
 
     async def _stop_postfix(self, folder: Path) -> None:
@@ -343,3 +377,12 @@ class PostfixMtaStsStrictSender(PostfixMtaStsSender):
     name = "postfix-mta-sts-strict"
     short = "pfs"
     strict = True
+
+
+class PostfixDaneSender(PostfixSender):
+    """Postfix with DANE (RFC 7672): `smtp_dns_support_level = dnssec`,
+    `smtp_tls_security_level = dane`, resolving through unbound and the lab's anchor."""
+
+    name = "postfix-dane"
+    short = "pfd"
+    dane = True
