@@ -5,6 +5,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 JOBS   ?= 4
+# The real MTAs unpacked for this checkout live in .real/ (root's own data folder, /root/..., is
+# closed to the unprivileged users Exim and OpenSMTPD drop to); a pip user's live in the XDG data
+# folder (`downgrade-lab setup-senders`, docs/senders.md).
+export DOWNGRADE_LAB_DATA ?= $(CURDIR)/.real
 # matrix: processes, each with JOBS pairs at once (one event loop uses one core). 1: on the
 # shared 2-core machine 2 measured 1.16x slower (docs/performance.md); try nproc on a quiet one.
 WORKERS ?= 1

@@ -121,7 +121,7 @@ def test_a_broken_entry_point_names_package_and_entry_point(tmp_path: Path) -> N
     assert "broken" in listing.stdout and "unavailable" in listing.stdout
     done = lab(site, "run", "--sender", "broken", *TWO)
     assert done.returncode == 2
-    assert done.stderr == ("downgrade-lab: sender 'broken' cannot run here: entry point 'broken' of "
+    assert done.stderr == ("downgrade-lab: entry point 'broken' of "
                            "package 'dgl-broken' (downgrade_lab.senders): cannot import "
                            "dgl_missing:Sender: No module named 'dgl_missing'\n")
 
@@ -188,7 +188,7 @@ delivered = "{{id}} sent"
     (TOY.replace('via = "command"', 'via = "carrier-pigeon"'), [],
      "toy.toml: submit.via: must be \"smtp\" or \"command\", got a string 'carrier-pigeon'"),
     (TOY.replace('"{{id}} sent"', '"{{msgid}} sent"'), [], "toy.toml: outcome.delivered: unknown placeholder {{msgid}}"),
-    (TOY + "[requires]\nprograms = ['/nonexistent/toyd']\nhow = 'build it'\n", [],
+    (TOY + "[requires]\nprograms = ['/nonexistent/toyd']\nhow = 'build it'\n", ["--isolate"],
      "toy.toml' cannot run here: /nonexistent/toyd not found (build it)"),
 ])
 def test_a_profile_file_is_checked_before_anything_runs(tmp_path: Path, text: str, args: list[str],

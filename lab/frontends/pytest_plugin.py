@@ -134,9 +134,13 @@ def _check_senders(config: pytest.Config) -> None:
 def _senders(config: pytest.Config) -> SenderChoice:
     """The senders every scenario runs against; one that cannot run here has its tests skipped."""
     from ..core.senderchoice import Refusal
+    from ..errors import LabError
     from ..senders.registry import choose
 
-    choice = choose(config.getoption("lab_sender"), isolate=None, unavailable="skip")
+    try:
+        choice = choose(config.getoption("lab_sender"), isolate=None, unavailable="skip")
+    except LabError as exc:  # a class that does not import, a broken profile: one line
+        raise pytest.UsageError(f"--lab-sender: {exc}") from None
     if isinstance(choice, Refusal):
         raise pytest.UsageError(f"--lab-sender: {choice.message}")
     return choice

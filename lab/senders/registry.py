@@ -140,7 +140,7 @@ def choose(requested: Sequence[str], *, isolate: bool | None,
         try:
             infos[spec] = resolve(spec)
         except SenderError:
-            if spec.endswith(".toml") or ":" in spec:
+            if spec.endswith(".toml") or ":" in spec or spec in all_senders():
                 raise
     loopback = {n: not info.needs_isolate for n, info in all_senders().items()}
     loopback.update({spec: not info.needs_isolate for spec, info in infos.items()})
@@ -207,8 +207,9 @@ def describe(info: SenderInfo) -> SenderInfo:
 def resolve(spec: str) -> SenderInfo:
     """A sender by name, `module:Class` or profile FILE.toml; SenderError in one line if none."""
     known = _everything()
-    if spec in known:
-        return describe(known[spec]) if known[spec].origin.startswith("entry point") else known[spec]
+    if spec in known:  # an entry point is imported now: a failure is one line naming it
+        info = known[spec]
+        return _class_info(info.name, info.target, info.origin) if info.origin.startswith("entry point") else info
     if spec.endswith(".toml"):
         if not Path(spec).is_file():
             raise SenderError(f"sender profile {spec}: no such file")

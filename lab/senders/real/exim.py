@@ -128,7 +128,8 @@ class EximSender:
     @classmethod
     def available(cls) -> tuple[bool, str]:
         if not os.access(exim_binary(), os.X_OK):
-            return False, f"{exim_binary()} not found: unpack Debian's exim4 (make real-setup)"
+            return False, (f"{exim_binary()} not found: unpack Debian's exim4 (make real-setup, or "
+                           "downgrade-lab setup-senders)")
         try:
             pwd.getpwnam(EXIM_USER)
         except KeyError:
