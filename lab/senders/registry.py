@@ -209,7 +209,9 @@ def resolve(spec: str) -> SenderInfo:
     known = _everything()
     if spec in known:  # an entry point is imported now: a failure is one line naming it
         info = known[spec]
-        return _class_info(info.name, info.target, info.origin) if info.origin.startswith("entry point") else info
+        if info.origin.startswith("entry point"):
+            return _class_info(info.name, info.target, info.origin)
+        return info
     if spec.endswith(".toml"):
         if not Path(spec).is_file():
             raise SenderError(f"sender profile {spec}: no such file")
