@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from .dnssec import Tlsa as DnssecTlsa
+from .model import Attack, World
+from .scenario import EVERY_MX
 
 # RFC 6698 §7.2-7.4 registries. RFC 7672 §3.1.3 (T-10): PKIX-TA(0) and PKIX-EE(1) are unusable
 # for SMTP; only DANE-TA(2) and DANE-EE(3) count.
@@ -179,3 +183,42 @@ def plan_host(address_security: str, tlsa_security: str | None,
     # RFC 7672 §2.2 / §3.1 (T-07): secure TLSA records, none usable: TLS all the same
     return HostPlan("mandatory-tls", "TLSA records, none usable: TLS required, no "
                     "authentication (T-07)", tuple(records))
+
+
+# ---- what the lab publishes (the scenario's [dane] table, DESIGN §9) -----------------------------
+
+CertLookup = Callable[[str, str], bytes]
+"""(host, which) -> DER: `which` is "ca", "other" (a key no lab host serves), "attacker" (the
+intercept-tls default certificate for `host`) or a receiver certificate kind ("valid", ...)."""
+
+
+def published_tlsa(world: World, cert: CertLookup) -> dict[str, list[DnssecTlsa]]:
+    """MX host -> the TLSA records the domain publishes for it: the host's own specs, else those
+    given for every MX; a spec with `data` is published as written, else computed from the
+    certificate it names (`genuine`: the receiver's own, of the scenario's kind)."""
+    if world.dane is None:
+        return {}
+    table = dict(world.dane.tlsa)
+    out: dict[str, list[DnssecTlsa]] = {}
+    for host in world.dns.mx:
+        specs = table.get(host, table.get(EVERY_MX))
+        if not specs:
+            continue
+        records: list[DnssecTlsa] = []
+        for s in specs:
+            if s.data is not None:
+                records.append((s.usage, s.selector, s.mtype, bytes.fromhex(s.data)))
+                continue
+            which = world.receiver.cert if s.cert == "genuine" else s.cert
+            r = record_for(cert(host, which), s.usage, s.selector, s.mtype)
+            records.append((r.usage, r.selector, r.mtype, r.data))
+        out[host] = records
+    return out
+
+
+def forged_tlsa(world: World, attacks: Sequence[Attack],
+                attacker_cert: Callable[[str, str], bytes]) -> dict[str, list[DnssecTlsa]]:
+    """MX host -> the 3 1 1 record a `forge-tlsa` attack serves in place of the genuine one:
+    the hash of the attacker's certificate (its `cert`, default self-signed) for that host."""
+    return {h: [(3, 1, 1, record_for(attacker_cert(h, a.cert or "self-signed"), 3, 1, 1).data)]
+            for a in attacks if a.kind == "forge-tlsa" for h in world.dns.mx if a.applies_to(h)}
