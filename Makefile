@@ -50,7 +50,7 @@ real-setup: setup
 real-matrix: real-setup
 	@mkdir -p out
 	@senders=$$($(BIN)/python -c 'from downgrade_lab.senders.registry import all_senders; print(" ".join( \
-	  f"--sender {n}" for n, i in all_senders().items() if i.needs_isolate and i.available()[0] and n != "opensmtpd"))'); \
+	  f"--sender {n}" for n, i in all_senders().items() if i.needs_isolate and i.available()[0]))'); \
 	  [ -n "$$senders" ] || { echo "real-matrix: no real sender can run here (downgrade-lab senders)"; exit 2; }; \
 	  $(BIN)/downgrade-lab run scenarios --isolate $$senders --json out/matrix-real.json \
 	  --junit out/matrix-real.xml; rc=$$?; [ $$rc -le 1 ] || exit $$rc; \

@@ -33,7 +33,7 @@ def _record(tmp_path: Path, *cells: tuple[str, str]) -> Path:
 def test_the_docs_table_parses_for_every_real_sender() -> None:
     table = _check().documented((ROOT / "docs" / "senders.md").read_text())
     assert set(table) == {"postfix", "postfix-mta-sts", "postfix-mta-sts-strict", "exim",
-                          "mailauth", "postfix-dane", "exim-dane"}
+                          "mailauth", "opensmtpd", "postfix-dane", "exim-dane"}
     # each row covers the whole catalogue once
     scenarios = len(list((ROOT / "scenarios").rglob("*.toml")))
     assert all(sum(counts) == scenarios for counts in table.values())
