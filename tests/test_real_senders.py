@@ -146,7 +146,10 @@ def test_opensmtpd_profile_reads_its_verdicts_from_the_log(tmp_path: Path, run_t
     inject = result(record, "inject/response-no-policy")
     assert inject["verdict"] == "WEAK", inject["reason"]
     report = inject["steps"][0]["sender_report"]
-    assert report["state"] == "deferred" and "smtpd exited with status" in report["detail"]
+    # (smtpd either dies first, or logs the broken session first: both are its own words)
+    assert report["state"] == "deferred"
+    assert any(words in report["detail"] for words in ("smtpd exited with status",
+                                                       "Network error on destination MXs")), report
     # the verdicts come from the log a fraction of a second after the hand-over (0.1-0.3 s on
     # an idle machine), never after waiting for the step's 10 s deadline
     times = [s["sender_report"]["verdict_s"] for r in record["results"] for s in r["steps"]]
