@@ -14,7 +14,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..core.model import Scenario
@@ -361,11 +361,14 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     jobs = args.jobs or (isolated_jobs() if args.isolate else DEFAULT_JOBS)
     if args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
+    from ..harness.workers import run_workers
+
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
-        record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
+        record = run_workers(args.argv, scenarios, senders, jobs, env.stderr, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None
           and min(args.workers, len(scenarios) * len(senders)) > 1):
-        record = _run_workers(args, scenarios, senders, args.workers, env, isolated=False)
+        record = run_workers(args.argv, scenarios, senders, args.workers, env.stderr,
+                             isolated=False)
     elif topology is None:  # the outer process: the run happened inside the namespaces
         from ..harness.isolate import run as run_isolated
 
@@ -496,45 +499,6 @@ def _worker_shard(text: str) -> tuple[int, int, Path]:
     except ValueError:
         pass
     raise UsageError(f"downgrade-lab: --worker-shard takes I/N:FILE, not {text!r}")
-
-
-def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
-                 jobs: int, env: Environment, *, isolated: bool) -> RunRecord:
-    """N inner runs, each with its share of the pairs, their records merged in catalogue
-    order. `isolated` (--isolate -j N): each in namespaces of its own with the lab's fixed
-    addresses and ports, one pair at a time. Else (--workers P): P loopback processes, so the
-    pairs use every core (one event loop runs on one), each with -j pairs at once."""
-    import tempfile
-    import time
-
-    from ..core.verdict import summary
-    from ..harness.isolate import run_many
-
-    n = min(jobs, len(scenarios) * len(senders))
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
-        folder = Path(tmp)
-        outs = [folder / f"shard{i}.json" for i in range(n)]
-        logs = [folder / f"shard{i}.log" for i in range(n)]
-        env.stderr.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
-                         f"{len(scenarios) * len(senders)} pairs\n")
-        codes = run_many([[*args.argv, "--worker-shard", f"{i}/{n}:{out}"]
-                          for i, out in enumerate(outs)], logs, isolated=isolated)
-        if ExitStatus.INTERRUPTED in codes:
-            raise KeyboardInterrupt
-        results: list[dict[str, Any]] = []
-        for out, log, code in zip(outs, logs, codes, strict=True):
-            if not out.exists():
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise LabError(f"isolated worker failed (exit {code}): " + " / ".join(tail))
-            results += json.loads(out.read_text())["results"]
-    place = {(s.id, name): k for k, (s, name) in
-             enumerate((s, name) for s in scenarios for name in senders)}
-    results.sort(key=lambda r: place[(r["scenario"], r["sender"])])
-    from ..core.record import RunRecord
-
-    return RunRecord.from_json({"results": results, "summary": summary(r["verdict"] for r in results),
-                                "duration_s": round(time.monotonic() - started, 3)})
 
 
 def _isolation(args: argparse.Namespace) -> Topology | None:

@@ -1,0 +1,51 @@
+"""Several inner runs of one command, each with its share of the pairs (DESIGN §3, issue 15):
+`--isolate -j N` (N namespaces of their own, each with the lab's fixed addresses and ports, one
+pair at a time) and `--workers P` (P loopback processes, so the pairs use every core). Each
+worker is this command again with `--worker-shard I/N:FILE`; their records are joined here in
+catalogue order."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ..core.model import Scenario
+from ..core.record import RunRecord
+from ..core.verdict import summary
+from ..errors import LabError
+from .isolate import run_many
+
+INTERRUPTED = 130  # a worker stopped by Ctrl-C (the console's ExitStatus.INTERRUPTED)
+
+
+def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Sequence[str],
+                jobs: int, log: IO[str], *, isolated: bool) -> RunRecord:
+    """Up to `jobs` workers over the pairs; KeyboardInterrupt if one was interrupted, LabError
+    (its last lines) if one wrote no record."""
+    n = min(jobs, len(scenarios) * len(senders))
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
+        folder = Path(tmp)
+        outs = [folder / f"shard{i}.json" for i in range(n)]
+        logs = [folder / f"shard{i}.log" for i in range(n)]
+        log.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
+                  f"{len(scenarios) * len(senders)} pairs\n")
+        codes = run_many([[*argv, "--worker-shard", f"{i}/{n}:{out}"]
+                          for i, out in enumerate(outs)], logs, isolated=isolated)
+        if INTERRUPTED in codes:
+            raise KeyboardInterrupt
+        results: list[dict[str, Any]] = []
+        for out, worker_log, code in zip(outs, logs, codes, strict=True):
+            if not out.exists():
+                tail = worker_log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise LabError(f"isolated worker failed (exit {code}): " + " / ".join(tail))
+            results += json.loads(out.read_text())["results"]
+    place = {(s.id, name): k for k, (s, name) in
+             enumerate((s, name) for s in scenarios for name in senders)}
+    results.sort(key=lambda r: place[(r["scenario"], r["sender"])])
+    return RunRecord.from_json({"results": results, "summary": summary(r["verdict"] for r in results),
+                                "duration_s": round(time.monotonic() - started, 3)})
