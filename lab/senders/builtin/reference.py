@@ -175,12 +175,9 @@ class ReferenceSender:
             attempts.append(attempt)
             story.append(attempt.summary())
             self._reporter.attempt(applied, attempt)
-            extra = self._extra(notes, attempts, skipped)
-            if attempt.delivered:
-                return SendReport("delivered", attempt.summary(), extra)
-            if attempt.result == "perm-fail" and attempt.verified:
-                # A validated MX refused the message itself: that is the recipient's answer.
-                return SendReport("bounced", attempt.summary(), extra)
+            final = _final(attempt, self._extra(notes, attempts, skipped))
+            if final is not None:
+                return final
         # RFC 8461 §5 (A-01, A-02): no MX validated; keep the message and retry later.
         why = "; ".join(story) or "deadline passed"
         return SendReport("deferred", f"enforce policy: no MX host validated: {why}",
@@ -275,11 +272,9 @@ class ReferenceSender:
                 story.append(f"{host}: not in the policy's mx list")
                 continue
             story.append(attempt.summary())
-            extra = self._extra(notes, attempts, [])
-            if attempt.delivered:
-                return SendReport("delivered", attempt.summary(), extra)
-            if attempt.result == "perm-fail" and attempt.verified:
-                return SendReport("bounced", attempt.summary(), extra)
+            final = _final(attempt, self._extra(notes, attempts, []))
+            if final is not None:
+                return final
         # RFC 7672 §2.2 (T-15): nothing delivered securely enough: a temporary failure
         why = "; ".join(story) or "deadline passed"
         return SendReport("deferred", f"no MX host usable: {why}",
@@ -343,3 +338,13 @@ class ReferenceSender:
         if skipped:
             extra["skipped"] = skipped
         return extra
+
+
+def _final(attempt: Attempt, extra: dict[str, Any]) -> SendReport | None:
+    """The report an attempt ends the delivery with: delivered, or bounced when a validated MX
+    refused the message itself (that is the recipient's answer); None: try the next host."""
+    if attempt.delivered:
+        return SendReport("delivered", attempt.summary(), extra)
+    if attempt.result == "perm-fail" and attempt.verified:
+        return SendReport("bounced", attempt.summary(), extra)
+    return None
