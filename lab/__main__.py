@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from .frontends.cli import main
+from .frontends.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

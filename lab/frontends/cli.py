@@ -247,7 +247,42 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> int:
     command = _COMMANDS.get(args.command)
     if command is None:
         raise UsageError(f"unknown command {args.command!r}")
+    if _OWN_PROCESS and args.command in _LAB_COMMANDS:
+        _import_aiohttp_lab_trust_only()
     return command(args, env)
+
+
+# Set by `entry()`: the process is the command's own, not a test's or a plugin's host.
+_OWN_PROCESS = False
+_LAB_COMMANDS = frozenset({"run", "up", "demo"})  # the ones that start labs
+
+
+def _import_aiohttp_lab_trust_only() -> None:
+    """Import aiohttp with an empty system trust store. When imported, aiohttp builds two
+    default client contexts from the system store (about 200 ms on the standard machine, most
+    of a one-scenario run's start); every TLS client of the lab brings its own context that
+    trusts the lab CA alone, so the defaults are never used, and a default context that trusts
+    nothing is the right one for a process that must only reach the lab. Only in the command's
+    own process: a pytest run or a script that imports the lab keeps its own trust store."""
+    if "aiohttp" in sys.modules:
+        return
+    saved = {name: os.environ.get(name) for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    os.environ["SSL_CERT_FILE"] = os.environ["SSL_CERT_DIR"] = os.devnull
+    try:
+        import aiohttp  # noqa: F401
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def entry() -> int:
+    """The `downgrade-lab` console script and `python -m downgrade_lab`."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
+    return main()
 
 
 def _scenarios(paths: Sequence[str], keyword: str | None = None) -> list[Scenario]:
