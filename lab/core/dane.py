@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .dnssec import Tlsa as DnssecTlsa
 from .model import Attack, World
+from .model import Tlsa as DnssecTlsa
 from .scenario import EVERY_MX
 
 # RFC 6698 §7.2-7.4 registries. RFC 7672 §3.1.3 (T-10): PKIX-TA(0) and PKIX-EE(1) are unusable

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import LabError
 from .dnszone import EDNS_LIMIT, MAX_CHAIN, Zone
-from .model import Attack
+from .model import DANE_DNS_ATTACKS, Attack, Tlsa
 
 ANCHOR = "test"  # the lab root: senders trust its key and nothing else
 ALGORITHM = dns.dnssectypes.Algorithm.ECDSAP256SHA256  # 13
@@ -57,10 +57,6 @@ EDNS_DO = 1 << 15  # the DO bit in the OPT record's TTL field (RFC 3225)
 
 # The DNS-layer DANE attacks (names in lab/core/model.py ATTACKS). Invariant: each acts only on
 # signed data, so a lab without DNSSEC ignores them as it must (no TLSA to forge there).
-DANE_DNS_ATTACKS = frozenset({"forge-tlsa", "strip-rrsig", "drop-tlsa", "expire-rrsig",
-                              "remove-ds", "wrong-ds"})
-
-Tlsa = tuple[int, int, int, bytes]  # usage, selector, matching type, association data
 
 
 def _name(text: str) -> dns.name.Name:
@@ -80,8 +76,9 @@ class ZoneKey:
 class LabKeys:
     """The keys of one lab, made on first use: one per zone, and the attacker's own."""
 
-    def __init__(self) -> None:
+    def __init__(self, born: float = 0.0) -> None:
         self._keys: dict[str, ZoneKey] = {}
+        self.born = born  # the time the keys' owner signs "now" as (harness: when made)
 
     def key(self, zone: str) -> ZoneKey:
         """The key of `zone` (the attacker's: `key("attacker:" + zone)`)."""

@@ -36,6 +36,10 @@ ATTACKS: dict[str, tuple[str, frozenset[str]]] = {
     "remove-ds": ("dns", frozenset()),  # no DS at the parent, the child's signatures stripped
     "wrong-ds": ("dns", frozenset()),  # the attacker's DS and keys, unsigned by the parent
 }
+# The attacks that act on a signed zone (lab/core/dnssec.py applies them).
+DANE_DNS_ATTACKS = frozenset({"forge-tlsa", "strip-rrsig", "drop-tlsa", "expire-rrsig",
+                              "remove-ds", "wrong-ds"})
+Tlsa = tuple[int, int, int, bytes]  # usage, selector, matching type, association data
 ATTACK_DEFAULTS: dict[str, dict[str, str]] = {
     "intercept-tls": {"cert": "self-signed"},
     "spoof-mx": {"cert": "valid"},

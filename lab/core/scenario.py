@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ScenarioError
-from .dnssec import DANE_DNS_ATTACKS
 from .model import (
     ATTACK_DEFAULTS,
     ATTACKS,
     BLOCK_HOWS,
     CERT_VARIANTS,
+    DANE_DNS_ATTACKS,
     DNS_FAULTS,
     DS_STATES,
     MODES,

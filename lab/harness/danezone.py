@@ -4,7 +4,7 @@ looked up in the lab PKI, handed to the pure planner (lab/core/dane.py) and sign
 
 from __future__ import annotations
 
-import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 
 from ..core.dane import forged_tlsa, published_tlsa
@@ -30,12 +30,31 @@ def _lookup(pki: PKI) -> Callable[[str, str], bytes]:
 
 def signed_zone(world: World, addresses: Mapping[str, str], attacks: Sequence[Attack],
                 pki: PKI, keys: LabKeys, now: float | None = None) -> Zone:
-    """The zone of the step, signed as the world's `[dane]` table says."""
-    zone = build_zone(world, addresses, attacks)
+    """The zone of the step, signed as the world's `[dane]` table says. Signing is most of a
+    DANE step's CPU, and the pairs of a run share their keys (`PKI.dnssec_keys`), so a zone is
+    signed once per keys and inputs and then served as it is: without `now`, signatures are
+    made as of the keys' birth (valid from an hour before it for a week, `dnssec.LIFETIME_S`)."""
     if world.dane is None:
-        return zone
+        return build_zone(world, addresses, attacks)
+    if now is not None:
+        return _sign(world, addresses, attacks, pki, keys, now)
+    memo = _SIGNED.setdefault(keys, {})
+    key = (world, tuple(sorted(addresses.items())), tuple(attacks))
+    if key not in memo:
+        memo[key] = _sign(world, addresses, attacks, pki, keys, keys.born)
+    return memo[key]
+
+
+# keys -> (world, addresses, attacks) -> the signed zone; gone with the keys.
+_SIGNED: weakref.WeakKeyDictionary[LabKeys, dict[object, Zone]] = weakref.WeakKeyDictionary()
+
+
+def _sign(world: World, addresses: Mapping[str, str], attacks: Sequence[Attack], pki: PKI,
+          keys: LabKeys, now: float) -> Zone:
+    zone = build_zone(world, addresses, attacks)
+    assert world.dane is not None
     dane = DaneWorld(domain=world.domain, dnssec=world.dane.dnssec,
                      unsigned=world.dane.unsigned, ds=world.dane.ds,
                      tlsa=published_tlsa(world, _lookup(pki)),
                      forged=forged_tlsa(world, attacks, pki.leaf_der))
-    return sign(zone, keys, dane, attacks, time.time() if now is None else now)
+    return sign(zone, keys, dane, attacks, now)

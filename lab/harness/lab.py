@@ -15,10 +15,9 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..core.attackplan import proxy_attacks, spoofs_mx, upstreams
-from ..core.dnssec import LabKeys
 from ..core.evidence import gather, split
 from ..core.model import Scenario, Step
 from ..core.policyserve import trickle_interval
@@ -36,10 +35,12 @@ from ..services.mitm import ConnectionRecord, MitmProxy
 from ..services.policyhost import PolicyHost
 from ..services.receiver import Receiver, StoredMessage
 from ..services.tlsrpt import TlsRptCollector, read_mailbox
-from .danezone import signed_zone
 from .pki import PKI
 from .topology import LOOPBACK as LOOPBACK_TOPOLOGY
 from .topology import Topology
+
+if TYPE_CHECKING:
+    from ..core.dnssec import LabKeys
 
 LOOPBACK = "127.0.0.1"
 POLL_S = 0.01
@@ -87,7 +88,10 @@ class Lab:
         self.dns = DnsServer(bind_host=plan.dns.host, port=plan.dns.port)
         self.proxy: MitmProxy | None = None
         # DNSSEC (DESIGN §9): fresh keys per lab, for scenarios with a [dane] table only
-        self.dnssec_keys = LabKeys() if any(s.world.dane for s in scenario.steps) else None
+        # (the PKI's, shared by the labs of a run; imported only then)
+        self.dnssec_keys: LabKeys | None = None
+        if any(s.world.dane for s in scenario.steps):
+            self.dnssec_keys = self.pki.dnssec_keys()
         self._started: list[Service] = []
         self._env: LabEnv | None = None
 
@@ -149,6 +153,8 @@ class Lab:
         assert self.proxy is not None
         world = step.world
         if world.dane is not None and self.dnssec_keys is not None:
+            from .danezone import signed_zone
+
             self.dns.set_zone(signed_zone(world, self._addresses, step.attacks("dns"), self.pki,
                                           self.dnssec_keys))
         else:

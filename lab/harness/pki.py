@@ -13,8 +13,10 @@ import os
 import shutil
 import ssl
 import tempfile
+import time
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trustme
 from cryptography import x509
@@ -24,6 +26,9 @@ from cryptography.x509.oid import NameOID
 
 from ..core.model import CERT_VARIANTS
 from ..errors import LabError
+
+if TYPE_CHECKING:
+    from ..core.dnssec import LabKeys
 
 WRONG_NAME = "wrong-name.invalid"
 
@@ -76,7 +81,18 @@ class PKI:
         self._listeners: dict[tuple[str, str, tuple[str, ...]], ssl.SSLContext] = {}
         # The server name each TLS connection to a listener context sent, kept while it lives.
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
+        self._dnssec: LabKeys | None = None
         self._closed = False
+
+    def dnssec_keys(self) -> LabKeys:
+        """The DNSSEC keys that go with this PKI, made on first use (a signed scenario's):
+        fresh for every PKI, as the lab CA is, and shared like it by the labs of one run, so
+        that a zone signed once is served to every pair that asks for it (`signed_zone`)."""
+        if self._dnssec is None:
+            from ..core.dnssec import LabKeys
+
+            self._dnssec = LabKeys(born=time.time())
+        return self._dnssec
 
     def cert_files(self, host: str, variant: str = "valid") -> tuple[Path, Path]:
         """(certificate chain PEM, private key PEM) for `host` in `variant`."""
