@@ -328,6 +328,10 @@ class SignedZones:
         self.dropped = dropped  # owners whose every answer the attacker empties (drop-tlsa)
         self._names: dict[str, frozenset[dns.name.Name]] = {}
         self._nsecs: dict[str, list[tuple[dns.name.Name, dns.rdtypes.ANY.NSEC.NSEC]]] = {}
+        # (qname as asked, qtype, EDNS, DO) -> what `answer` puts in a reply, or None (no
+        # answer): the zones do not change once built, and a run serves one signed zone to
+        # every pair that asks for it, so each answer is worked out once.
+        self._answers: dict[tuple[str, int, bool, bool], _Answer | None] = {}
         for n, z in self.zones.items():
             existing: set[dns.name.Name] = set()
             for owner in z.nodes:
@@ -367,8 +371,27 @@ class SignedZones:
         return None
 
     def answer(self, zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None:
-        reply = request.reply()
         edns, do = _do(request)
+        key = (str(request.q.qname), int(request.q.qtype), edns, do)
+        if key not in self._answers:
+            self._answers[key] = self._work_out(zone, request, edns, do)
+        worked = self._answers[key]
+        if worked is None:
+            return None
+        reply = request.reply()
+        reply.header.rcode = worked.rcode
+        for rr in worked.answer:
+            reply.add_answer(rr)
+        for rr in worked.auth:
+            reply.add_auth(rr)
+        reply.header.aa = 1
+        if edns:
+            reply.add_ar(dnslib.EDNS0(udp_len=EDNS_LIMIT, flags="do" if do else ""))
+        return reply
+
+    def _work_out(self, zone: Zone, request: dnslib.DNSRecord, edns: bool, do: bool
+                  ) -> _Answer | None:
+        reply = request.reply()
         q = request.q
         name = _name(str(q.qname))
         qtype = dns.rdatatype.RdataType.make(int(q.qtype))
@@ -429,16 +452,9 @@ class SignedZones:
                 for owner in owners:
                     auth += self._with_sig(z, owner, T.NSEC, do)
             break
-        for rrset in answer:
-            for rd in rrset:
-                reply.add_answer(_rr(rrset.name, rrset.rdtype, rd))
-        for rrset in auth:
-            for rd in rrset:
-                reply.add_auth(_rr(rrset.name, rrset.rdtype, rd))
-        reply.header.aa = 1
-        if edns:
-            reply.add_ar(dnslib.EDNS0(udp_len=EDNS_LIMIT, flags="do" if do else ""))
-        return reply
+        return _Answer(int(reply.header.rcode),
+                       tuple(_rr(r.name, r.rdtype, rd) for r in answer for rd in r),
+                       tuple(_rr(r.name, r.rdtype, rd) for r in auth for rd in r))
 
     @staticmethod
     def _with_sig(z: dns.zone.Zone, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, do: bool
@@ -454,6 +470,15 @@ class SignedZones:
         if do and rds is not None and sigs is not None:
             out.append(dns.rrset.from_rdata_list(name, 0, list(sigs)))
         return out
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a reply carries besides the question and EDNS: its rcode and records."""
+
+    rcode: int
+    answer: tuple[dnslib.RR, ...]
+    auth: tuple[dnslib.RR, ...]
 
 
 def _rr(owner: dns.name.Name, rdtype: int, rd: dns.rdata.Rdata) -> dnslib.RR:

@@ -29,17 +29,30 @@ class Message:
              mail_from: str = "alice@sender.test") -> Message:
         """A new probe message to `rcpt_to` with a fresh token and Message-ID (CRLF lines)."""
         token = "DGLTOKEN" + uuid.uuid4().hex
-        msg = EmailMessage()
-        msg["From"] = mail_from
-        msg["To"] = rcpt_to
-        msg["Subject"] = f"Downgrade Lab probe {token}"
-        msg["Date"] = formatdate(localtime=False)
-        msg["Message-ID"] = make_msgid(domain="sender.test")
-        for name, value in headers:
-            msg[name] = value
-        msg.set_content(f"Confidential: the secret token is {token}.\n")
-        data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
-        return cls(token=token, mail_from=mail_from, rcpt_to=rcpt_to, data=data)
+        fields = (("From", mail_from), ("To", rcpt_to), ("Subject", f"Downgrade Lab probe {token}"),
+                  ("Date", formatdate(localtime=False)),
+                  ("Message-ID", make_msgid(domain="sender.test")), *headers)
+        body = f"Confidential: the secret token is {token}.\n"
+        return cls(token=token, mail_from=mail_from, rcpt_to=rcpt_to, data=_compose(fields, body))
+
+
+def _compose(fields: tuple[tuple[str, str], ...], body: str) -> bytes:
+    """The message as `EmailMessage` + `set_content` writes it with CRLF lines, written
+    directly when every field is short printable ASCII (the email package's header objects
+    cost about 4 ms a message, a tenth of a step); otherwise through the email package, which
+    encodes and folds."""
+    if all(value.isascii() and value.isprintable() and value == value.strip() != ""
+           and len(name) + len(value) < 76
+           for name, value in fields):
+        head = "".join(f"{name}: {value}\r\n" for name, value in fields)
+        return (head + 'Content-Type: text/plain; charset="utf-8"\r\n'
+                "Content-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n"
+                + body.replace("\n", "\r\n")).encode("ascii")
+    msg = EmailMessage()
+    for name, value in fields:
+        msg[name] = value
+    msg.set_content(body)
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
 
 
 @dataclass(frozen=True)
