@@ -167,6 +167,11 @@ class AnswerRow:
     ok: bool | None
     attacker: tuple[str, ...]  # what the attacker did to this answer (`Tampering.what`)
     times: int = 1  # the same answer this many times
+    attacks: tuple[str, ...] = ()  # the attacks that did it (`Tampering.attack`)
+
+    @property
+    def forged(self) -> bool:
+        return "forge-tlsa" in self.attacks
 
 
 def _when(stamp: str) -> float | None:
@@ -284,13 +289,14 @@ def answer_rows(queries: Sequence[DnsQuery], dane: DaneEvidence) -> list[AnswerR
             i = seen[ident]
             old = rows[i]
             rows[i] = AnswerRow(old.qname, old.qtype, old.rcode, old.records, old.state,
-                                old.detail, old.ok, old.attacker, old.times + 1)
+                                old.detail, old.ok, old.attacker, old.times + 1, old.attacks)
             continue
         seen[ident] = len(rows)
         state, detail, ok = _state(q, keys)
         records = tuple(rdata(a) for a in q.answers if _parse(a)[1] == q.qtype)
-        did = tuple(t.what for t in dane.tampering if tampered(t, q.qname, q.qtype))
-        rows.append(AnswerRow(_norm(q.qname), q.qtype, q.rcode, records, state, detail, ok, did))
+        did = [t for t in dane.tampering if tampered(t, q.qname, q.qtype)]
+        rows.append(AnswerRow(_norm(q.qname), q.qtype, q.rcode, records, state, detail, ok,
+                              tuple(t.what for t in did), 1, tuple(t.attack for t in did)))
     return rows
 
 

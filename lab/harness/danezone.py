@@ -12,7 +12,7 @@ import dns.dnssec
 
 from ..core.dane import forged_tlsa, published_tlsa
 from ..core.daneevidence import shown_certificate, tampering, tlsa_entries
-from ..core.dnssec import DaneWorld, LabKeys, sign
+from ..core.dnssec import DaneWorld, LabKeys, SignedZones, sign
 from ..core.dnszone import Zone, build_zone
 from ..core.model import Attack, World
 from ..core.recordparts import DaneEvidence, ShownCert, ZoneKeyTag
@@ -53,7 +53,7 @@ def dane_evidence(world: World, attacks: Sequence[Attack], pki: PKI, keys: LabKe
     of every signed zone and what the DNS attacks did. None for a world without `[dane]`."""
     if world.dane is None:
         return None
-    signed = sorted(zone.signed.signed) if zone.signed is not None else []
+    signed = sorted(zone.signed.signed) if isinstance(zone.signed, SignedZones) else []
     forged = tlsa_entries(forged_tlsa(world, attacks, pki.leaf_der))
     return DaneEvidence(
         domain=world.domain, mx=tuple(world.dns.mx), dnssec=world.dane.dnssec,
