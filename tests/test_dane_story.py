@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -161,12 +160,12 @@ def _sig(covered: str, exp: str = "20991231000000", tag: int = KEY, owner: str =
     (_q("TLSA", (TLSA_LINE,)), "unsigned", None),
     (_q("TLSA", (TLSA_LINE, _sig("TLSA", exp="20200102000000"))), "expired", False),
     (_q("TLSA", (TLSA_LINE, _sig("TLSA", tag=999))), "wrong-key", False),
-    (_q("TLSA", (), (f"example.test. 0 IN SOA a. b. 1 0 0 0 0", _sig("SOA", owner="example.test"),
+    (_q("TLSA", (), ("example.test. 0 IN SOA a. b. 1 0 0 0 0", _sig("SOA", owner="example.test"),
                      f"{OWNER}. 0 IN NSEC x.example.test. RRSIG NSEC", _sig("NSEC"))),
      "proved-absent", True),
-    (_q("TLSA", (), (f"example.test. 0 IN SOA a. b. 1 0 0 0 0",
+    (_q("TLSA", (), ("example.test. 0 IN SOA a. b. 1 0 0 0 0",
                      _sig("SOA", owner="example.test"))), "no-proof", False),
-    (_q("TLSA", (), (f"example.test. 0 IN SOA a. b. 1 0 0 0 0",)), "no-records", None),
+    (_q("TLSA", (), ("example.test. 0 IN SOA a. b. 1 0 0 0 0",)), "no-records", None),
     (_q("TLSA", (), rcode="SERVFAIL"), "failed", False),
 ])
 def test_answer_state(query: DnsQuery, state: str, ok: bool | None) -> None:
@@ -180,7 +179,7 @@ def test_only_the_names_dane_rests_on_are_shown_once_each() -> None:
                _q("A", (f"{HOST}. 0 IN A 127.0.0.1",), qname=HOST + "."),
                _q("A", (f"{HOST}. 0 IN A 127.0.0.1",), qname=HOST + "."),
                _q("MX", (f"example.test. 0 IN MX 10 {HOST}.",), qname="example.test."),
-               _q("A", (f"other.test. 0 IN A 127.0.0.1",), qname="other.test.")]
+               _q("A", ("other.test. 0 IN A 127.0.0.1",), qname="other.test.")]
     rows = answer_rows(queries, DANE)
     assert [(r.qname, r.qtype, r.times) for r in rows] == [(HOST, "A", 2), ("example.test", "MX", 1)]
 
