@@ -34,6 +34,10 @@ class Served:
     qtype: str = ""
     answers: tuple[str, ...] = ()  # the answer section, one zone-file line per record
     note: str = ""  # what was odd: a malformed packet, a response, an answer truncated for UDP
+    # the authority section (SOA, NSEC proofs and their RRSIGs), for signed zones only: the
+    # DNSSEC evidence of a denial (issue 16); () for every other zone, so their records keep
+    # their shape
+    authority: tuple[str, ...] = ()
 
 
 def serve(zone: Zone, data: bytes, transport: str) -> Served:
@@ -60,7 +64,9 @@ def serve(zone: Zone, data: bytes, transport: str) -> Served:
     truncated = transport == "udp" and bool(out[2] & 0x02)  # the TC bit of the header
     return Served(out, str(dnslib.RCODE.get(reply.header.rcode)), qname, qtype,
                   answers=tuple(rr_text(rr) for rr in reply.rr),
-                  note="truncated (TC): too big for UDP" if truncated else "")
+                  note="truncated (TC): too big for UDP" if truncated else "",
+                  authority=tuple(rr_text(rr) for rr in reply.auth)
+                  if zone.signed is not None else ())
 
 
 def _malformed(data: bytes, exc: Exception, qname: str, qtype: str) -> Served:

@@ -19,6 +19,7 @@ from ..errors import LabError
 from .recordparts import (
     JSON,
     Connection,
+    DaneEvidence,
     DnsQuery,
     JSONObject,
     PolicyFetch,
@@ -35,7 +36,7 @@ from .recordparts import (
 )
 from .verdict import exit_code, summary
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: the optional `dane` of a step, `authority` of a DNS query
 # The JSON Schema (draft 2020-12) of this version, shipped beside this module.
 SCHEMA_FILE = "run-record.schema.json"
 
@@ -159,6 +160,7 @@ class StepRecord:
     report_dns_queries: tuple[DnsQuery, ...] | None = None
     tolerate: tuple[str, ...] = ()
     because: str = ""
+    dane: DaneEvidence | None = None  # the DNSSEC evidence, steps with a [dane] table only
 
     @property
     def has_report_flush(self) -> bool:
@@ -187,6 +189,8 @@ class StepRecord:
                            ("report_dns_queries", self.report_dns_queries)):
             if items is not None:
                 out[key] = [x.to_json() for x in items]
+        if self.dane is not None:
+            out["dane"] = self.dane.to_json()
         if self.tolerate:
             out["tolerate"] = list(self.tolerate)
         if self.because:
@@ -197,6 +201,7 @@ class StepRecord:
     def from_json(cls, d: JSONObject) -> Self:
         check = d.get("report_check")
         sender = d.get("sender_report")
+        dane = d.get("dane")
         reports = d.get("tlsrpt_reports")
 
         def present(key: str) -> bool:
@@ -229,7 +234,8 @@ class StepRecord:
             report_dns_queries=tuple(DnsQuery.from_json(x) for x in
                                      objects(d, "report_dns_queries"))
             if present("report_dns_queries") else None,
-            tolerate=texts(d, "tolerate"), because=text(d, "because"))
+            tolerate=texts(d, "tolerate"), because=text(d, "because"),
+            dane=DaneEvidence.from_json(dane) if isinstance(dane, Mapping) else None)
 
 
 @dataclass(frozen=True)

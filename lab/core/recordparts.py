@@ -102,16 +102,22 @@ class DnsQuery:
     answers: tuple[str, ...]
     note: str
     client: str
+    authority: tuple[str, ...] = ()  # optional (1.1): signed zones' authority section
 
     def to_json(self) -> dict[str, Any]:
-        return {"time": self.time, "transport": self.transport, "qname": self.qname,
-                "qtype": self.qtype, "rcode": self.rcode, "answers": list(self.answers),
-                "note": self.note, "client": self.client}
+        out: dict[str, Any] = {
+            "time": self.time, "transport": self.transport, "qname": self.qname,
+            "qtype": self.qtype, "rcode": self.rcode, "answers": list(self.answers),
+            "note": self.note, "client": self.client}
+        if self.authority:
+            out["authority"] = list(self.authority)
+        return out
 
     @classmethod
     def from_json(cls, d: JSONObject) -> Self:
         return cls(number(d, "time"), text(d, "transport"), text(d, "qname"), text(d, "qtype"),
-                   text(d, "rcode"), texts(d, "answers"), text(d, "note"), text(d, "client"))
+                   text(d, "rcode"), texts(d, "answers"), text(d, "note"), text(d, "client"),
+                   texts(d, "authority"))
 
 
 @dataclass(frozen=True)
@@ -262,3 +268,128 @@ class TlsReport:
                    maybe_text(d, "media_type"), details, d.get("report"), maybe_text(d, "error"),
                    texts(d, "problems"))
 
+
+
+# ---- the DNSSEC evidence of a DANE step (`dane`, schema 1.1; lab/core/daneevidence.py) ----
+
+@dataclass(frozen=True)
+class TlsaEntry:
+    """One TLSA record of an MX host (`dane.published[k]`, `dane.forged[k]`)."""
+
+    host: str
+    usage: int
+    selector: int
+    mtype: int
+    data: str  # the certificate association data, hex
+
+    def text(self) -> str:
+        return f"{self.usage} {self.selector} {self.mtype} {self.data}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host": self.host, "usage": self.usage, "selector": self.selector,
+                "mtype": self.mtype, "data": self.data}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Self:
+        return cls(text(d, "host"), count(d, "usage"), count(d, "selector"), count(d, "mtype"),
+                   text(d, "data"))
+
+
+@dataclass(frozen=True)
+class ZoneKeyTag:
+    """The key tag of a lab zone's genuine key (`dane.keys[k]`): what its RRSIGs must name."""
+
+    zone: str
+    key_tag: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"zone": self.zone, "key_tag": self.key_tag}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Self:
+        return cls(text(d, "zone"), count(d, "key_tag"))
+
+
+@dataclass(frozen=True)
+class Tampering:
+    """What one DNS-layer DANE attack did to the signed data (`dane.tampering[k]`). `name`:
+    the owner name, or `*.zone` for every name of a zone; `rtype`: the type, `*` for all."""
+
+    attack: str
+    name: str
+    rtype: str
+    what: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"attack": self.attack, "name": self.name, "rtype": self.rtype, "what": self.what}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Self:
+        return cls(text(d, "attack"), text(d, "name"), text(d, "rtype"), text(d, "what"))
+
+
+@dataclass(frozen=True)
+class ShownCert:
+    """The certificate one connection's TLS handshake showed the sender (`dane.certificates[k]`),
+    and how it compares with the TLSA records the domain published."""
+
+    connection: int  # index into the step's connections
+    mx: str
+    presented_by: str  # receiver | attacker
+    variant: str  # the lab PKI variant: valid, self-signed, expired, ...
+    subject: str
+    issuer: str
+    spki_sha256: str  # hex: what a `3 1 1` record of this certificate carries
+    matches: bool  # a usable published TLSA record authenticates the chain (RFC 7672 §3)
+    matched: str | None  # that record, `usage selector mtype data`
+    why: str  # why not (or which record matched), one line
+    forged_match: str | None = None  # the forged TLSA record this certificate matches
+
+    def to_json(self) -> dict[str, Any]:
+        return {"connection": self.connection, "mx": self.mx, "presented_by": self.presented_by,
+                "variant": self.variant, "subject": self.subject, "issuer": self.issuer,
+                "spki_sha256": self.spki_sha256, "matches": self.matches,
+                "matched": self.matched, "why": self.why, "forged_match": self.forged_match}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Self:
+        return cls(count(d, "connection"), text(d, "mx"), text(d, "presented_by"),
+                   text(d, "variant"), text(d, "subject"), text(d, "issuer"),
+                   text(d, "spki_sha256"), flag(d, "matches"), maybe_text(d, "matched"),
+                   text(d, "why"), maybe_text(d, "forged_match"))
+
+
+@dataclass(frozen=True)
+class DaneEvidence:
+    """The DNSSEC side of a step whose world has a `[dane]` table (`dane`): what the honest
+    zone published, how it was signed, what the attacker changed and the certificates shown."""
+
+    domain: str  # the recipient domain
+    mx: tuple[str, ...]  # its MX hosts, as the scenario publishes them
+    dnssec: bool  # the lab zones below test. are signed (`[dane] dnssec`)
+    ds: str  # valid | missing | wrong: the recipient zone's DS as the scenario publishes it
+    unsigned: tuple[str, ...] = ()  # zones left unsigned all the same
+    keys: tuple[ZoneKeyTag, ...] = ()
+    published: tuple[TlsaEntry, ...] = ()
+    forged: tuple[TlsaEntry, ...] = ()
+    tampering: tuple[Tampering, ...] = ()
+    certificates: tuple[ShownCert, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"domain": self.domain, "mx": list(self.mx), "dnssec": self.dnssec,
+                "ds": self.ds, "unsigned": list(self.unsigned),
+                "keys": [k.to_json() for k in self.keys],
+                "published": [t.to_json() for t in self.published],
+                "forged": [t.to_json() for t in self.forged],
+                "tampering": [t.to_json() for t in self.tampering],
+                "certificates": [c.to_json() for c in self.certificates]}
+
+    @classmethod
+    def from_json(cls, d: JSONObject) -> Self:
+        return cls(text(d, "domain"), texts(d, "mx"), flag(d, "dnssec"), text(d, "ds", "valid"),
+                   texts(d, "unsigned"),
+                   tuple(ZoneKeyTag.from_json(x) for x in objects(d, "keys")),
+                   tuple(TlsaEntry.from_json(x) for x in objects(d, "published")),
+                   tuple(TlsaEntry.from_json(x) for x in objects(d, "forged")),
+                   tuple(Tampering.from_json(x) for x in objects(d, "tampering")),
+                   tuple(ShownCert.from_json(x) for x in objects(d, "certificates")))

@@ -260,6 +260,10 @@ def _act_dane(act: Act, result: PairRecord) -> None:
                  Fact("chain of trust checked", ", ".join(chain) or "none"),
                  Fact("first delivery (honest)", _outcome(warm).value)]
     act.facts += _tls_facts(warm)
+    for cert in warm.dane.certificates if warm.dane else ():  # the run record's DNSSEC evidence
+        act.facts.append(Fact("the certificate it was shown",
+                              f"SPKI SHA-256 {cert.spki_sha256[:16]}…: {cert.why}",
+                              "good" if cert.matches else "bad"))
     act.dialogue = dialogue(step.transcript)
     report = step.sender_report
     act.facts += [_outcome(step),

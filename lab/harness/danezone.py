@@ -1,16 +1,22 @@
 """The signed zone of one step (DESIGN §9): the scenario's `[dane]` table with its certificates
 looked up in the lab PKI, handed to the pure planner (lab/core/dane.py) and signer
-(lab/core/dnssec.py)."""
+(lab/core/dnssec.py); and the DNSSEC evidence of the step for the run record
+(lab/core/daneevidence.py)."""
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 
+import dns.dnssec
+
 from ..core.dane import forged_tlsa, published_tlsa
-from ..core.dnssec import DaneWorld, LabKeys, sign
+from ..core.daneevidence import shown_certificate, tampering, tlsa_entries
+from ..core.dnssec import DaneWorld, LabKeys, SignedZones, sign
 from ..core.dnszone import Zone, build_zone
 from ..core.model import Attack, World
+from ..core.recordparts import DaneEvidence, ShownCert, ZoneKeyTag
 from .pki import PKI
 
 OTHER_HOST = "unrelated-key.invalid"  # `cert = "other"`: a key no lab host serves
@@ -58,3 +64,30 @@ def _sign(world: World, addresses: Mapping[str, str], attacks: Sequence[Attack],
                      tlsa=published_tlsa(world, _lookup(pki)),
                      forged=forged_tlsa(world, attacks, pki.leaf_der))
     return sign(zone, keys, dane, attacks, now)
+
+
+def dane_evidence(world: World, attacks: Sequence[Attack], pki: PKI, keys: LabKeys,
+                  zone: Zone) -> DaneEvidence | None:
+    """What the run record shows of the step's DNSSEC (without the certificates, which only
+    the handshakes tell): the honest zone's TLSA records, the forged ones, the genuine key
+    of every signed zone and what the DNS attacks did. None for a world without `[dane]`."""
+    if world.dane is None:
+        return None
+    signed = sorted(zone.signed.signed) if isinstance(zone.signed, SignedZones) else []
+    forged = tlsa_entries(forged_tlsa(world, attacks, pki.leaf_der))
+    return DaneEvidence(
+        domain=world.domain, mx=tuple(world.dns.mx), dnssec=world.dane.dnssec,
+        ds=world.dane.ds, unsigned=tuple(world.dane.unsigned),
+        keys=tuple(ZoneKeyTag(z, int(dns.dnssec.key_id(keys.key(z).dnskey))) for z in signed),
+        published=tlsa_entries(published_tlsa(world, _lookup(pki))), forged=forged,
+        tampering=tampering(world.domain, world.dns.mx, attacks, forged, zone.origins,
+                            signed))
+
+
+def certificate_shown(evidence: DaneEvidence, connection: int, mx: str, presented_by: str,
+                      variant: str, pki: PKI, now: float | None = None) -> ShownCert:
+    """The certificate the lab presented on one connection (`presented_by` the receiver or the
+    attacker, in `variant`), set against the TLSA records of `evidence`."""
+    return shown_certificate(connection, mx, presented_by, variant, pki.chain_der(mx, variant),
+                             evidence.published, evidence.forged, [mx, evidence.domain],
+                             time.time() if now is None else now)

@@ -22,7 +22,15 @@ from ..core.evidence import gather, split
 from ..core.model import Scenario, Step
 from ..core.policyserve import trickle_interval
 from ..core.record import StepRecord
-from ..core.recordparts import Connection, DnsQuery, PolicyFetch, Received, TlsReport, TranscriptEntry
+from ..core.recordparts import (
+    Connection,
+    DaneEvidence,
+    DnsQuery,
+    PolicyFetch,
+    Received,
+    TlsReport,
+    TranscriptEntry,
+)
 from ..core.tlsrpt import mailboxes
 from ..core.tlsrptcheck import tally
 from ..core.verdict import Evidence, ReportSeen
@@ -94,6 +102,7 @@ class Lab:
             self.dnssec_keys = self.pki.dnssec_keys()
         self._started: list[Service] = []
         self._env: LabEnv | None = None
+        self._dane: DaneEvidence | None = None  # the step's DNSSEC evidence (prepare())
 
     @property
     def env(self) -> LabEnv:
@@ -152,11 +161,15 @@ class Lab:
         """Set the world and the attacks for `step`, and forget what earlier steps recorded."""
         assert self.proxy is not None
         world = step.world
+        self._dane = None
         if world.dane is not None and self.dnssec_keys is not None:
-            from .danezone import signed_zone
+            from .danezone import dane_evidence, signed_zone
 
-            self.dns.set_zone(signed_zone(world, self._addresses, step.attacks("dns"), self.pki,
-                                          self.dnssec_keys))
+            zone = signed_zone(world, self._addresses, step.attacks("dns"), self.pki,
+                               self.dnssec_keys)
+            self._dane = dane_evidence(world, step.attacks("dns"), self.pki, self.dnssec_keys,
+                                       zone)
+            self.dns.set_zone(zone)
         else:
             self.dns.set_zone(build_zone(world, self._addresses, step.attacks("dns")))
         self.policyhost.configure(world.policy, step.attacks("policy"),
@@ -195,7 +208,35 @@ class Lab:
         evidence = gather(messages, connections, token=message.token, sender_state=report.state,
                           sender_detail=report.detail, lab_error=self._errors())
         return Collected(evidence, tuple(received(m) for m in mine),
-                         tuple(received(m) for m in others), self._traffic(connections))
+                         tuple(received(m) for m in others), self._traffic(connections),
+                         self._dane_seen(step, connections))
+
+    def _dane_seen(self, step: Step, connections: Sequence[ConnectionRecord]
+                   ) -> DaneEvidence | None:
+        """The step's DNSSEC evidence with the certificate each TLS handshake showed the
+        sender: the receiver's (end-to-end TLS) or the attacker's (intercept-tls)."""
+        if self._dane is None:
+            return None
+        from .danezone import certificate_shown
+
+        hosts = set(self.scenario.mx_hosts())
+        shown = []
+        for i, c in enumerate(connections):
+            for e in c.transcript:
+                if e.kind != "event" or e.said not in ("tls-passthrough", "tls-intercepted"):
+                    continue
+                mx = c.mx.lower().rstrip(".")
+                if e.said == "tls-passthrough":
+                    if mx not in hosts:
+                        continue  # a relay to another MX (spoof-mx): not this lab's host
+                    by, variant = "receiver", step.world.receiver.cert
+                else:
+                    by = "attacker"
+                    variant = next((a.cert or "self-signed" for a in step.attack
+                                    if a.kind == "intercept-tls" and a.applies_to(mx)),
+                                   "self-signed")
+                shown.append(certificate_shown(self._dane, i, mx, by, variant, self.pki))
+        return dataclasses.replace(self._dane, certificates=tuple(shown))
 
     def observe(self, earlier: Sequence[StoredMessage] = ()) -> Observation:
         """Everything recorded since `prepare()` (or the last take), with no message singled
@@ -264,6 +305,7 @@ class Collected:
     received: tuple[Received, ...]  # copies of the step's message
     other_mail: tuple[Received, ...]  # what else the receiver stored
     traffic: Traffic
+    dane: DaneEvidence | None = None  # steps with a [dane] table
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,12 @@ class PKI:
         cert = x509.load_pem_x509_certificate(self.cert_files(host, variant)[0].read_bytes())
         return cert.public_bytes(serialization.Encoding.DER)
 
+    def chain_der(self, host: str, variant: str = "valid") -> list[bytes]:
+        """The DER of every certificate a server for `host` in `variant` presents, leaf first."""
+        pem = self.cert_files(host, variant)[0].read_bytes()
+        return [c.public_bytes(serialization.Encoding.DER)
+                for c in x509.load_pem_x509_certificates(pem)]
+
     def ca_der(self) -> bytes:
         """The DER of the lab CA certificate (a DANE-TA trust anchor)."""
         cert = x509.load_pem_x509_certificate(self._ca.cert_pem.bytes())

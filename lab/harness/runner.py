@@ -139,7 +139,7 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, St
         report_connections=None if reports is None else reports.report_connections,
         report_transcript=None if reports is None else reports.report_transcript,
         report_dns_queries=None if reports is None else reports.report_dns_queries,
-        tolerate=tuple(step.tolerate), because=step.because or "")
+        tolerate=tuple(step.tolerate), because=step.because or "", dane=seen.dane)
     return judgement, record
 
 

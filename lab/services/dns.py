@@ -36,6 +36,7 @@ class DnsQuery:
     answers: tuple[str, ...] = ()  # the answer section, one zone-file line per record
     note: str = ""  # what was odd: a malformed packet, an answer truncated for UDP
     client: str = ""  # host:port of the asker
+    authority: tuple[str, ...] = ()  # the authority section; signed (DANE) zones only
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -163,5 +164,6 @@ class DnsServer(Service):
             self.record_error(exc)
             return None
         self._queries.append(DnsQuery(arrived, transport, served.qname, served.qtype, served.rcode,
-                                      answers=served.answers, note=served.note, client=client))
+                                      answers=served.answers, note=served.note, client=client,
+                                      authority=served.authority))
         return served.out

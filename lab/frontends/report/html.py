@@ -16,8 +16,10 @@ import dataclasses
 import json
 from collections import Counter
 
+from ...core.dane import USAGE_NAMES
+from ...core.daneevidence import abbreviate, answer_rows, short_record
 from ...core.record import AttackEntry, Attempt, PairRecord, RunRecord, SenderReport, StepRecord, as_run
-from ...core.recordparts import JSONObject
+from ...core.recordparts import DaneEvidence, DnsQuery, JSONObject, ShownCert, TlsaEntry
 from .svg import esc, moments, sequence_svg, timeline_svg
 from .terminal import cell_outcome, summary_line
 
@@ -71,6 +73,13 @@ svg .lane{font:bold 12px system-ui,sans-serif}svg .track{stroke:#ccc}
 svg .dot.ok{fill:#15803d}svg .dot.bad{fill:#dc2626}
 svg .num{font-size:9px;fill:#fff}
 .legend svg{vertical-align:middle}
+.dnssec{border-left:4px solid #7c3aed;padding:0 12px;max-width:1180px}
+.dnssec code{font-size:12px}
+.dnssec .ok{background:#dcfce7}.dnssec .bad{background:#fee2e2}
+.dnssec .atk{color:#7c3aed;font-weight:bold}
+.badge{display:inline-block;padding:0 6px;border-radius:4px;font-size:11px;font-weight:bold;
+ color:#fff;background:#7c3aed;margin-right:4px}
+.badge.forged{background:#dc2626}
 """
 
 
@@ -181,9 +190,11 @@ def _step(n: int, total: int, step: StepRecord, sender: str) -> str:
     points = moments(step)
     timeline = "".join(f"<tr><td>{k}</td><td>+{p.ms:.1f} ms</td><td>{esc(p.lane)}</td>"
                        f"<td>{esc(p.text)}</td></tr>" for k, p in enumerate(points, start=1))
-    parts = [head, f"<p>{' · '.join(w for w in why if w)}</p>",
-             "<h3>The SMTP dialogue: what each side said and heard</h3>", sequence_svg(step, sender),
-             _stolen(step)]
+    parts = [head, f"<p>{' · '.join(w for w in why if w)}</p>"]
+    if step.dane is not None:  # DANE steps only: no empty panel elsewhere
+        parts.append(_dnssec(step.dane, step.dns_queries))
+    parts += ["<h3>The SMTP dialogue: what each side said and heard</h3>",
+              sequence_svg(step, sender), _stolen(step)]
     if points:
         parts += ["<h3>Timeline: DNS answers, policy fetches, connections, stored mail</h3>",
                   timeline_svg(points),
@@ -197,6 +208,97 @@ def _step(n: int, total: int, step: StepRecord, sender: str) -> str:
     if step.tlsrpt_reports is not None:
         parts.append(_tlsrpt(step))
     return f'<div class="step">{"".join(parts)}</div>'
+
+
+_MARK = {True: ("ok", "✓"), False: ("bad", "✗"), None: ("", "")}
+
+
+def _digest(data: str) -> str:
+    """A digest cut to tell two apart, the whole of it on hover."""
+    return f'<code title="{esc(data)}">{esc(abbreviate(data, 0))}</code>'
+
+
+def _dnssec(dane: DaneEvidence, queries: tuple[DnsQuery, ...]) -> str:
+    """The DNSSEC evidence of a DANE step: the answers that matter with their signatures and
+    what the attacker did to them, the TLSA records the domain published (and any forged in
+    their place), and the certificate each TLS handshake showed against them."""
+    keys = ", ".join(f"{k.zone}. key {k.key_tag}" for k in dane.keys)
+    signed = ("signed" if dane.dnssec else "NOT signed (dnssec = false)") + (
+        f", except {', '.join(dane.unsigned)}" if dane.unsigned else "")
+    ds = {"valid": "a DS for its key at the parent", "missing": "no DS at the parent (an "
+          "island of security: insecure)", "wrong": "a DS at the parent for another key"}
+    intro = (f"<p>The lab zones below test. are {esc(signed)}; {esc(dane.domain)} has "
+             f"{esc(ds.get(dane.ds, dane.ds))}. Genuine zone keys: {esc(keys or 'none')} (an RRSIG "
+             "naming another key tag was made by the attacker).</p>")
+    rows = []
+    found = answer_rows(queries, dane)
+    for r in found:
+        cls, mark = _MARK[r.ok]
+        records = "<br>".join(f'<code title="{esc(x)}">{esc(short_record(r.qtype, x))}</code>'
+                              for x in r.records) or f"<i>{esc(r.rcode)}, no records</i>"
+        did = "<br>".join(f'<span class="atk">{esc(a)}: {esc(w)}</span>'
+                          for a, w in zip(r.attacks, r.attacker, strict=True)) or "nothing"
+        badge = '<span class="badge forged">forged</span>' if r.forged else ""
+        times = f" (×{r.times})" if r.times > 1 else ""
+        rows.append(f"<tr><td>{esc(r.qname)}{times}</td><td>{esc(r.qtype)}</td>"
+                    f'<td>{badge}{records}</td><td class="{cls}">{mark} {esc(r.state)}: '
+                    f"{esc(r.detail)}</td><td>{did}</td></tr>")
+    answers = (f'<table class="facts dns"><tr><th>name</th><th>type</th><th>answer</th>'
+               f"<th>signature</th><th>what the attacker did</th></tr>{''.join(rows)}</table>"
+               if rows else "<p>The sender asked for none of these names.</p>")
+    unseen = [t for t in dane.tampering if not any(t.what in r.attacker for r in found)]
+    if unseen:
+        answers += "<p>What the attacker changed that the sender never asked for: " + "; ".join(
+            f'<span class="atk">{esc(t.attack)}: {esc(t.name)} {esc(t.rtype)}: '
+            f"{esc(t.what)}</span>" for t in unseen) + "</p>"
+    return ('<div class="dnssec"><h3>DNSSEC: the DNS answers the sender got for the names DANE '
+            f"rests on</h3>{intro}{answers}{_published(dane)}{_shown(dane.certificates)}</div>")
+
+
+def _tlsa_rows(entries: tuple[TlsaEntry, ...], forged: bool) -> str:
+    badge = '<span class="badge forged">forged</span>' if forged else ""
+    return "".join(
+        f"<tr><td>{badge}{esc(e.host)}</td><td>{e.usage} {esc(USAGE_NAMES.get(e.usage, '?'))}"
+        f"</td><td>{e.selector} {'SPKI' if e.selector == 1 else 'Cert' if e.selector == 0 else '?'}"
+        f"</td><td>{e.mtype} {_MTYPE.get(e.mtype, '?')}</td><td>{_digest(e.data)}</td></tr>"
+        for e in entries)
+
+
+_MTYPE = {0: "Full", 1: "SHA-256", 2: "SHA-512"}
+
+
+def _published(dane: DaneEvidence) -> str:
+    head = ("<tr><th>MX host</th><th>usage</th><th>selector</th><th>matching type</th>"
+            "<th>association data</th></tr>")
+    published = (f'<table class="facts">{head}{_tlsa_rows(dane.published, False)}</table>'
+                 if dane.published else "<p>None: the domain publishes no TLSA record.</p>")
+    forged = (f"<p>What the attacker served at _25._tcp instead (forge-tlsa):</p>"
+              f'<table class="facts">{head}{_tlsa_rows(dane.forged, True)}</table>'
+              if dane.forged else "")
+    return ("<h4>The TLSA records the domain published: what the sender should have matched"
+            f"</h4>{published}{forged}")
+
+
+def _shown(certs: tuple[ShownCert, ...]) -> str:
+    if not certs:
+        return ("<h4>The certificate the sender was shown</h4><p>None: no TLS handshake "
+                "reached the sender in this step.</p>")
+    rows = []
+    for c in certs:
+        cls, mark = _MARK[c.matches]
+        forged = (f'<br><span class="atk">matches the forged {esc(abbreviate(c.forged_match))}'
+                  "</span>" if c.forged_match else "")
+        who = "the attacker" if c.presented_by == "attacker" else "the genuine receiver"
+        rows.append(f"<tr><td>{c.connection + 1}</td><td>{esc(c.mx)}</td>"
+                    f'<td class="{"atk" if c.presented_by == "attacker" else ""}">{who} '
+                    f"({esc(c.variant)})</td><td>{esc(c.subject)}</td><td>{esc(c.issuer)}</td>"
+                    f'<td>{_digest(c.spki_sha256)}</td><td class="{cls}">{mark} {esc(c.why)}'
+                    f"{forged}</td>"
+                    "</tr>")
+    return ("<h4>The certificate the sender was shown in the TLS handshake</h4>"
+            '<table class="facts"><tr><th>connection</th><th>MX</th><th>presented by</th>'
+            "<th>subject</th><th>issuer</th><th>SHA-256 of its SPKI</th><th>the published "
+            f"TLSA?</th></tr>{''.join(rows)}</table>")
 
 
 def _tlsrpt(step: StepRecord) -> str:
