@@ -396,12 +396,14 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     jobs = args.jobs or (isolated_jobs() if args.isolate else DEFAULT_JOBS)
     if args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
-    from ..harness.workers import run_workers
-
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
+        from ..harness.workers import run_workers
+
         record = run_workers(args.argv, scenarios, senders, jobs, env.stderr, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None
           and min(args.workers, len(scenarios) * len(senders)) > 1):
+        from ..harness.workers import run_workers
+
         record = run_workers(args.argv, scenarios, senders, args.workers, env.stderr,
                              isolated=False)
     elif topology is None:  # the outer process: the run happened inside the namespaces
@@ -427,14 +429,13 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 def _report(record: RunRecord, args: argparse.Namespace, env: Environment) -> ExitStatus:
     """The matrix on stdout, then the report files; run's and merge's exit status."""
-    from .report.junit import to_junit
     from .report.terminal import render
 
     render(record, env.stdout, colour=env.colour)  # first: a failing report file loses nothing
     env.stdout.flush()
     writers: list[tuple[Path | None, Callable[[Path], object]]] = [
         (args.json, lambda f: f.write_text(json.dumps(record.to_json(), indent=1) + "\n")),
-        (args.junit, lambda f: f.write_bytes(to_junit(record))),
+        (args.junit, lambda f: _write_junit(f, record)),
         (args.html, lambda f: _write_html(f, record)),
         (getattr(args, "pcap", None), lambda d: _write_pcaps(d, record, env)),
     ]
@@ -455,6 +456,12 @@ def _cmd_merge(args: argparse.Namespace, env: Environment) -> ExitStatus:
     records = [(str(path), load(path)) for path in args.records]
     outputs.prepare(args.json, args.junit, args.html, inputs=list(args.records))
     return _report(RunRecord.from_json(join(records)), args, env)
+
+
+def _write_junit(path: Path, record: RunRecord) -> None:
+    from .report.junit import to_junit
+
+    path.write_bytes(to_junit(record))
 
 
 def _write_html(path: Path, record: RunRecord) -> None:
@@ -539,11 +546,12 @@ def _worker_shard(text: str) -> tuple[int, int, Path]:
 def _isolation(args: argparse.Namespace) -> Topology | None:
     """The topology to run in; None when this process must re-execute itself inside new
     namespaces instead (`--isolate`, lab/harness/isolate.py)."""
-    from ..harness import isolate
     from ..harness.topology import ISOLATED, LOOPBACK
 
     if not args.isolate:
         return LOOPBACK
+    from ..harness import isolate
+
     if not isolate.inside():
         isolate.unshare_command()  # fail here, in one line, if isolation cannot work
         return None

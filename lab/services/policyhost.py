@@ -156,7 +156,7 @@ class PolicyHost(HttpsHost):
 
     async def _start(self) -> None:
         host = require_lab_address(self.bind_host)
-        tls = self._server_context(self.policy_host)
+        tls = self._server_context(self.policy_host, chain=False)  # _on_hello picks the chain
         self._http = web.Server(self._handle, access_log=None)  # take_requests() is the log
         self._tls = tls
         self._holder = self._socket(host, self.port)

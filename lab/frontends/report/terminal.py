@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import IO
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import IO, TYPE_CHECKING
 
 from ...core.record import PairRecord, RunRecord, as_pair, as_run
 from ...core.recordparts import JSONObject
+
+if TYPE_CHECKING:  # rich is imported for a terminal only: plain text needs none of it
+    from rich.console import Console
 
 STYLE = {"PASS": "bold green", "WEAK": "bold yellow", "FAIL": "bold red", "SKIP": "dim",
          "ERROR": "bold magenta"}
@@ -77,6 +76,8 @@ def render(record: RunRecord | JSONObject, out: IO[str], *, colour: bool,
            width: int | None = None) -> None:
     record = as_run(record)
     if colour:
+        from rich.console import Console
+
         _render_rich(record, Console(file=out, force_terminal=True, width=width,
                                      highlight=False))
     else:
@@ -84,6 +85,9 @@ def render(record: RunRecord | JSONObject, out: IO[str], *, colour: bool,
 
 
 def _render_rich(record: RunRecord, console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     scenarios, senders, cells = _grid(record)
     table = Table(title="MTA-STS downgrade matrix", show_lines=False)
     table.add_column("scenario", style="bold")
