@@ -1,19 +1,20 @@
-"""Runs split across processes (`--workers P`, `--isolate -j N`): `runner.shards` gives every
-pair to exactly one worker, and the merged record equals the one-process record."""
+"""Runs split across processes (`--workers P`, `--isolate -j N`): the workers claim every pair
+exactly once (`workers.Claims` over `runner.claim_order`), and the merged record equals the
+one-process record."""
 
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from downgrade_lab.core.model import Scenario
 from downgrade_lab.core.scenario import load_scenario
 from downgrade_lab.frontends.cli import Environment, main
-from downgrade_lab.harness.runner import shards
+from downgrade_lab.harness.runner import claim_order
+from downgrade_lab.harness.workers import Claims
 
 ROOT = Path(__file__).resolve().parent.parent
 PICKS = ["baseline/healthy", "strip/starttls-enforce-warm", "fetch/slow-but-in-time",
@@ -24,18 +25,45 @@ def scenarios() -> list[Scenario]:
     return [load_scenario(ROOT / "scenarios" / f"{p}.toml", p) for p in PICKS]
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 8], ids=["one", "two", "three", "more-than-pairs"])
-def test_every_pair_goes_to_exactly_one_worker(n: int) -> None:
-    got = shards(scenarios(), ["reference", "opportunistic"], n)
-    assert len(got) == n
-    assert sorted(i for share in got for i in share) == list(range(len(PICKS) * 2))
-    assert all(share == sorted(share) for share in got)  # catalogue order inside a share
-
-
-def test_the_longest_pairs_are_spread_over_the_workers() -> None:
-    got = shards(scenarios(), ["reference", "opportunistic"], 2)
+def test_the_claim_order_is_every_pair_longest_first() -> None:
+    picked = scenarios()
+    order = claim_order(picked, ["reference", "opportunistic"])
+    assert sorted(order) == list(range(len(PICKS) * 2))
     warm = PICKS.index("strip/starttls-enforce-warm") * 2  # two steps: 20 s allowed, x2 senders
-    assert not any({warm, warm + 1} <= set(share) for share in got)
+    assert order[:2] == [warm, warm + 1]  # the longest first, catalogue order among equals
+    assert order == claim_order(picked, ["reference", "opportunistic"])  # every worker alike
+
+
+def test_claims_hand_out_each_pair_once_then_none(tmp_path: Path) -> None:
+    Claims.create(tmp_path)
+    order = [5, 3, 0, 4, 1, 2]
+    first, second = Claims(tmp_path, order), Claims(tmp_path, order)  # two workers, one file
+    got = [first(), second(), second(), first(), first(), second()]
+    assert got == order
+    assert first() is None and second() is None
+
+
+def _claim_all(folder: str, out: str) -> None:
+    take = Claims(Path(folder), list(range(400)))
+    mine = []
+    while (i := take()) is not None:
+        mine.append(i)
+    Path(out).write_text(json.dumps(mine))
+
+
+def test_claims_across_processes_are_disjoint_and_complete(tmp_path: Path) -> None:
+    Claims.create(tmp_path)
+    outs = [tmp_path / f"w{i}.json" for i in range(4)]
+    procs = [multiprocessing.get_context("spawn").Process(target=_claim_all,
+                                                          args=(str(tmp_path), str(o)))
+             for o in outs]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    shares = [json.loads(o.read_text()) for o in outs]
+    assert sorted(i for share in shares for i in share) == list(range(400))
 
 
 def test_workers_record_equals_one_process(tmp_path: Path) -> None:

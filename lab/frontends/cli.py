@@ -412,12 +412,13 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
     elif args.worker_shard is not None:  # one of --isolate -j N's workers: its record for the outer
-        from ..harness.runner import shards
+        from ..harness.runner import claim_order
+        from ..harness.workers import Claims
 
-        index, n, out = _worker_shard(args.worker_shard)
-        mine = shards(scenarios, senders, n)[index]
+        _, _, out = _worker_shard(args.worker_shard)
+        claims = Claims(out.parent, claim_order(scenarios, senders))
         done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
-                                              is not None, topology=topology, only=mine))
+                                              is not None, topology=topology, claim=claims))
         out.write_text(json.dumps(done.as_json()) + "\n")
         return ExitStatus(done.exit_code())
     else:
@@ -517,14 +518,15 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Environment], int]] = {
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
-                             topology: Topology, only: list[int] | None = None) -> RunRecord:
+                             topology: Topology, claim: Callable[[], int | None] | None = None
+                             ) -> RunRecord:
     from ..harness.runner import run_all
     from .progress import progress
 
-    total = len(scenarios) * len(senders) if only is None else len(only)
-    with progress(env, total) as tick:
+    # a worker that claims its pairs (`claim`) counts its own against the whole run's
+    with progress(env, len(scenarios) * len(senders)) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
-                             topology=topology, only=only)
+                             topology=topology, claim=claim)
 
 
 def isolated_jobs() -> int:

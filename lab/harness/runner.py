@@ -174,34 +174,32 @@ def _allowed_s(scenario: Scenario) -> float:
     return sum(step.deadline_s for step in scenario.steps)
 
 
-def shards(scenarios: Sequence[Scenario], senders: Sequence[str], n: int) -> list[list[int]]:
-    """The pairs (indices in catalogue order) of `n` workers that each run one pair at a time
-    (`--isolate -j N`): longest allowed time first, each to the worker with the least so far."""
+def claim_order(scenarios: Sequence[Scenario], senders: Sequence[str]) -> list[int]:
+    """The order in which the workers of one run (`--isolate -j N`, `--workers P`) claim the
+    pairs (indices in catalogue order): longest allowed time first, catalogue order among
+    equals, so every worker computes the same list. Claimed one at a time as a worker gets
+    free (`workers.Claims`), not dealt out in advance: how long a pair takes is known only
+    when it has run (a real MTA that waits out a 75 s deadline, or answers at once)."""
     pairs = [s for s in scenarios for _ in senders]
-    load = [0.0] * n
-    out: list[list[int]] = [[] for _ in range(n)]
-    for i in sorted(range(len(pairs)), key=lambda i: -_allowed_s(pairs[i])):
-        worker = load.index(min(load))
-        out[worker].append(i)
-        load[worker] += _allowed_s(pairs[i])
-    return [sorted(indices) for indices in out]
+    return sorted(range(len(pairs)), key=lambda i: -_allowed_s(pairs[i]))
 
 
 async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs: int = 1,
                   progress: ProgressFn | None = None, capture: bool = False,
-                  topology: Topology = LOOPBACK, only: Sequence[int] | None = None
+                  topology: Topology = LOOPBACK, claim: Callable[[], int | None] | None = None
                   ) -> RunRecord:
     """Every scenario against every sender, at most `jobs` pairs at once, results in order.
-    The isolated topology has fixed addresses and ports: one pair at a time. `only`: just
-    these pairs (indices in catalogue order; one of `shards()`)."""
+    The isolated topology has fixed addresses and ports: one pair at a time. `claim`: run the
+    pairs it hands out (indices in catalogue order) until it gives None, as one of several
+    workers sharing the run; the record then holds those pairs only."""
     started = time.monotonic()
     pairs = [(s, name) for s in scenarios for name in senders]
     results: list[PairRecord | None] = [None] * len(pairs)
     # Longest first: the pairs whose scenario allows the most time (a silent peer) start at
     # once and wait while the rest run, instead of setting the wall time at the end.
-    chosen = range(len(pairs)) if only is None else only
-    order = sorted(chosen, key=lambda i: -_allowed_s(pairs[i][0]))
-    gate = asyncio.Semaphore(1 if topology.isolated else max(1, jobs))
+    order = sorted(range(len(pairs)), key=lambda i: -_allowed_s(pairs[i][0]))
+    width = 1 if topology.isolated else max(1, jobs)
+    gate = asyncio.Semaphore(width)
     pki = PKI()
     try:
         async def one(i: int, scenario: Scenario, name: str) -> None:
@@ -211,9 +209,17 @@ async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs
             if progress is not None:
                 progress(result)
 
+        async def claiming(take: Callable[[], int | None]) -> None:
+            while (i := take()) is not None:
+                await one(i, *pairs[i])
+
         async with asyncio.TaskGroup() as tg:
-            for i in order:
-                tg.create_task(one(i, *pairs[i]))
+            if claim is None:
+                for i in order:
+                    tg.create_task(one(i, *pairs[i]))
+            else:
+                for _ in range(width):
+                    tg.create_task(claiming(claim))
     finally:
         pki.close()
     done = [r for r in results if r is not None]

@@ -1,12 +1,15 @@
 """Several inner runs of one command, each with its share of the pairs (DESIGN §3, issue 15):
 `--isolate -j N` (N namespaces of their own, each with the lab's fixed addresses and ports, one
 pair at a time) and `--workers P` (P loopback processes, so the pairs use every core). Each
-worker is this command again with `--worker-shard I/N:FILE`; their records are joined here in
-catalogue order."""
+worker is this command again with `--worker-shard I/N:FILE`; each claims its next pair from a
+shared counter in FILE's folder when it gets free (`Claims`), and their records are joined here
+in catalogue order."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,6 +33,7 @@ def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Seq
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
         folder = Path(tmp)
+        Claims.create(folder)
         outs = [folder / f"shard{i}.json" for i in range(n)]
         logs = [folder / f"shard{i}.log" for i in range(n)]
         log.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
@@ -49,3 +53,34 @@ def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Seq
     results.sort(key=lambda r: place[(r["scenario"], r["sender"])])
     return RunRecord.from_json({"results": results, "summary": summary(r["verdict"] for r in results),
                                 "duration_s": round(time.monotonic() - started, 3)})
+
+
+class Claims:
+    """The pairs of one run, claimed one at a time by its workers: a counter in a file of the
+    run's folder (`claims`), read and moved on under an exclusive lock, indexing the order
+    every worker computes alike (`runner.claim_order`). The folder is the outer process's,
+    so workers in namespaces of their own share it."""
+
+    NAME = "claims"
+
+    def __init__(self, folder: Path, order: Sequence[int]) -> None:
+        self.path = folder / self.NAME
+        self.order = list(order)
+
+    @classmethod
+    def create(cls, folder: Path) -> None:
+        (folder / cls.NAME).write_text("0")
+
+    def __call__(self) -> int | None:
+        """The next unclaimed pair, or None when every pair has been claimed."""
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            taken = int(os.read(fd, 32) or b"0")
+            if taken >= len(self.order):
+                return None
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, str(taken + 1).encode())
+            return self.order[taken]
+        finally:
+            os.close(fd)  # the lock goes with the descriptor
