@@ -86,3 +86,15 @@ def test_workers_must_be_at_least_one() -> None:
     code = main(["run", str(ROOT / "scenarios" / "baseline" / "healthy.toml"), "--workers", "0"],
                 Environment(stdout=io.StringIO(), stderr=err))
     assert code == 2 and "--workers takes a number of processes from 1 up" in err.getvalue()
+
+
+def test_workers_progress_counts_every_pair_of_the_run(tmp_path: Path) -> None:
+    paths = [str(ROOT / "scenarios" / f"{p}.toml") for p in PICKS]
+    err = io.StringIO()
+    code = main(["run", *paths, "--workers", "2"], Environment(stdout=io.StringIO(), stderr=err))
+    assert code in (0, 1)
+    total = len(PICKS) * 2
+    lines = [line for line in err.getvalue().splitlines() if line.endswith(f"/{total})")]
+    assert [line.rsplit("(", 1)[1] for line in lines] == [f"{k}/{total})" for k in
+                                                           range(1, total + 1)]
+    assert {line.split("[")[1].split("]")[0] for line in lines} == {"reference", "opportunistic"}

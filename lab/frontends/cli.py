@@ -397,15 +397,10 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
-        from ..harness.workers import run_workers
-
-        record = run_workers(args.argv, scenarios, senders, jobs, env.stderr, isolated=True)
+        record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None
           and min(args.workers, len(scenarios) * len(senders)) > 1):
-        from ..harness.workers import run_workers
-
-        record = run_workers(args.argv, scenarios, senders, args.workers, env.stderr,
-                             isolated=False)
+        record = _run_workers(args, scenarios, senders, args.workers, env, isolated=False)
     elif topology is None:  # the outer process: the run happened inside the namespaces
         from ..harness.isolate import run as run_isolated
 
@@ -426,6 +421,17 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
                                                 capture=args.pcap is not None,
                                                 topology=topology))
     return _report(record, args, env)
+
+
+def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
+                 n: int, env: Environment, *, isolated: bool) -> RunRecord:
+    """The pairs over `n` worker processes, with one progress for all of them."""
+    from ..harness.workers import run_workers
+    from .progress import progress
+
+    with progress(env, len(scenarios) * len(senders)) as tick:
+        return run_workers(args.argv, scenarios, senders, n, env.stderr, isolated=isolated,
+                           tick=tick)
 
 
 def _report(record: RunRecord, args: argparse.Namespace, env: Environment) -> ExitStatus:

@@ -10,12 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
-from ..core.record import PairRecord
 from ..core.verdict import VERDICTS
 from .console import Environment
 
-Tick = Callable[[PairRecord], None]
+
+class Finished(Protocol):
+    """A finished pair, as progress needs it (a PairRecord, or a worker's progress line)."""
+
+    @property
+    def verdict(self) -> str: ...
+    @property
+    def scenario(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+
+
+Tick = Callable[[Finished], None]
 
 
 @contextmanager
@@ -23,7 +35,7 @@ def progress(env: Environment, total: int) -> Iterator[Tick]:
     """A callback for `run_all(progress=...)`, drawing on `env.stderr` while the block runs."""
     counts = dict.fromkeys(VERDICTS, 0)
     if not env.stderr_is_terminal:
-        def line(result: PairRecord) -> None:
+        def line(result: Finished) -> None:
             verdict = result.verdict
             counts[verdict] += 1
             done = sum(counts.values())
@@ -41,7 +53,7 @@ def progress(env: Environment, total: int) -> Iterator[Tick]:
                   TextColumn("{task.description}"), console=console, transient=True) as bar:
         task = bar.add_task("", total=total)
 
-        def tick(result: PairRecord) -> None:
+        def tick(result: Finished) -> None:
             counts[result.verdict] += 1
             bar.update(task, advance=1, description=describe(counts))
 

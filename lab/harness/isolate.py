@@ -124,12 +124,13 @@ def run(argv: Sequence[str], *, foreground: bool = False) -> int:
 
 
 def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
-             isolated: bool = True) -> list[int]:
+             isolated: bool = True, watch: Callable[[], None] | None = None) -> list[int]:
     """Re-execute `python -m downgrade_lab ARGV` for every ARGV at once, each in namespaces
     of its own (so each has the lab's fixed addresses and ports to itself; `isolated=False`:
     plain processes, for loopback runs on several cores), its output going to its log; their
     exit statuses, in order. Ctrl-C (SIGTERM, SIGHUP) goes to every one, which then gets
-    STOP_GRACE_S to stop its senders before it is killed."""
+    STOP_GRACE_S to stop its senders before it is killed. `watch` is called every 50 ms while
+    they run (to read their logs)."""
     prefix = unshare_command() if isolated else []
     folders = [_private_folder() for _ in argvs] if isolated else []
     procs: list[subprocess.Popen[bytes]] = []
@@ -143,7 +144,7 @@ def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
                 procs.append(subprocess.Popen(cmd, env=env, process_group=0, stdout=out,
                                               stderr=subprocess.STDOUT,
                                               preexec_fn=_die_with_parent))
-        return _wait_all(procs)
+        return _wait_all(procs, watch)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -176,8 +177,9 @@ def _command(prefix: list[str], folder: Path, argv: Sequence[str]
     return [*prefix, sys.executable, "-m", PACKAGE, *argv], env
 
 
-def _wait_all(procs: Sequence[subprocess.Popen[bytes]]) -> list[int]:
-    """`_wait` for several inner runs at once."""
+def _wait_all(procs: Sequence[subprocess.Popen[bytes]],
+              watch: Callable[[], None] | None = None) -> list[int]:
+    """`_wait` for several inner runs at once, calling `watch` between looks."""
     stop_at: float | None = None
 
     def on_term(signum: int, frame: object) -> None:
@@ -194,6 +196,8 @@ def _wait_all(procs: Sequence[subprocess.Popen[bytes]]) -> list[int]:
                 if stop_at is not None and time.monotonic() > stop_at:
                     for proc in procs:
                         _signal_group(proc, signal.SIGKILL)
+                if watch is not None:
+                    watch()
                 time.sleep(0.05)
             except KeyboardInterrupt:
                 if stop_at is None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,9 +28,11 @@ INTERRUPTED = 130  # a worker stopped by Ctrl-C (the console's ExitStatus.INTERR
 
 
 def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Sequence[str],
-                jobs: int, log: IO[str], *, isolated: bool) -> RunRecord:
+                jobs: int, log: IO[str], *, isolated: bool,
+                tick: Callable[[Finished], None] | None = None) -> RunRecord:
     """Up to `jobs` workers over the pairs; KeyboardInterrupt if one was interrupted, LabError
-    (its last lines) if one wrote no record."""
+    (its last lines) if one wrote no record. `tick` hears of every pair a worker finishes, as
+    its log line says, while they run."""
     n = min(jobs, len(scenarios) * len(senders))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
@@ -38,8 +42,11 @@ def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Seq
         logs = [folder / f"shard{i}.log" for i in range(n)]
         log.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
                   f"{len(scenarios) * len(senders)} pairs\n")
+        watcher = _LogWatcher(logs, tick)
         codes = run_many([[*argv, "--worker-shard", f"{i}/{n}:{out}"]
-                          for i, out in enumerate(outs)], logs, isolated=isolated)
+                          for i, out in enumerate(outs)], logs, isolated=isolated,
+                         watch=watcher.poll if tick is not None else None)
+        watcher.poll()
         if INTERRUPTED in codes:
             raise KeyboardInterrupt
         results: list[dict[str, Any]] = []
@@ -84,3 +91,43 @@ class Claims:
             return self.order[taken]
         finally:
             os.close(fd)  # the lock goes with the descriptor
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A pair a worker finished, as its progress line tells (what a progress tick needs)."""
+
+    verdict: str
+    scenario: str
+    sender: str
+
+
+# A worker's progress line (frontends/progress.py, not on a terminal):
+# `PASS  strip/enforce-warm [reference] (3/164)`.
+_LINE = re.compile(r"(PASS|WEAK|FAIL|SKIP|ERROR) +(\S+) \[(.+)\] \(\d+/\d+\)")
+
+
+class _LogWatcher:
+    """Reads the workers' logs as they grow and hands each finished pair to `tick`."""
+
+    def __init__(self, logs: Sequence[Path], tick: Callable[[Finished], None] | None) -> None:
+        self.logs = list(logs)
+        self.tick = tick
+        self.offsets = [0] * len(self.logs)
+
+    def poll(self) -> None:
+        if self.tick is None:
+            return
+        for k, path in enumerate(self.logs):
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.offsets[k])
+                    chunk = f.read()
+            except FileNotFoundError:
+                continue
+            whole = chunk[:chunk.rfind(b"\n") + 1]  # a line still being written waits
+            self.offsets[k] += len(whole)
+            for line in whole.decode(errors="replace").splitlines():
+                m = _LINE.fullmatch(line.strip())
+                if m is not None:
+                    self.tick(Finished(*m.groups()))
