@@ -9,9 +9,9 @@ JOBS   ?= 4
 # closed to the unprivileged users Exim and OpenSMTPD drop to); a pip user's live in the XDG data
 # folder (`downgrade-lab setup-senders`, docs/senders.md).
 export DOWNGRADE_LAB_DATA ?= $(CURDIR)/.real
-# matrix: processes, each with JOBS pairs at once (one event loop uses one core). 1: on the
-# shared 2-core machine 2 measured 1.16x slower (docs/performance.md); try nproc on a quiet one.
-WORKERS ?= 1
+# matrix: processes, each with JOBS pairs at once (one event loop uses one core). Unset: the
+# CLI's default, one per core (at most 4); `make matrix WORKERS=1` keeps one process.
+WORKERS ?=
 
 .PHONY: setup bytecode matrix test lint clean real-setup matrix-real real-matrix demo bench fuzz flake \
         conformance dist
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 # FAIL, which the vulnerable `opportunistic` sender shows on purpose; 2 is a real error.
 matrix: bytecode
 	@mkdir -p out
-	@$(BIN)/downgrade-lab run scenarios -j $(JOBS) --workers $(WORKERS) --json out/matrix.json --junit out/matrix.xml; \
+	@$(BIN)/downgrade-lab run scenarios -j $(JOBS) $(if $(WORKERS),--workers $(WORKERS)) --json out/matrix.json --junit out/matrix.xml; \
 	  rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
 	  echo "run record: out/matrix.json  (JUnit: out/matrix.xml)"
 
@@ -79,7 +79,7 @@ bench: setup
 	$(BIN)/python bench/step.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/concurrency.py
-	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS) --workers $(WORKERS)
+	$(BIN)/python bench/matrix.py --runs 3 --jobs $(JOBS) $(if $(WORKERS),--workers $(WORKERS))
 	$(BIN)/python bench/oneshot.py
 	$(BIN)/python bench/up.py
 	$(BIN)/python bench/demo.py

@@ -38,7 +38,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--jobs", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=1, help="processes (make matrix: one per core)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="processes (default: the CLI's, one per core as make matrix)")
     args = ap.parse_args()
     walls: list[float] = []
     floors: list[float] = []
@@ -52,7 +53,7 @@ def main() -> int:
             started = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "downgrade_lab", "run", "scenarios", "-j", str(args.jobs),
-                 "--workers", str(args.workers), "--json", str(out)],
+                 *(["--workers", str(args.workers)] if args.workers else []), "--json", str(out)],
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             wall = time.perf_counter() - started
             if proc.returncode not in (0, 1):
@@ -77,7 +78,8 @@ def main() -> int:
     ratio = statistics.median(ratios)
     print(f"pairs (scenario x sender): {pairs}, steps: {n_steps}")
     print(f"wall time: median {statistics.median(walls):.2f} s, min {min(walls):.2f} s, "
-          f"max {max(walls):.2f} s over {args.runs} runs (-j {args.jobs}, --workers {args.workers})")
+          f"max {max(walls):.2f} s over {args.runs} runs (-j {args.jobs}, "
+          f"--workers {args.workers or 'default'})")
     print(f"floor delivery: median {statistics.median(floors) * 1000:.2f} ms")
     print(f"wall / (steps x floor delivery): median {ratio:.2f}x (min {min(ratios):.2f}, "
           f"max {max(ratios):.2f}); target <= {TARGET}x: {'met' if ratio <= TARGET else 'MISSED'}")

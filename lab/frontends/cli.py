@@ -91,9 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-j", dest="jobs", type=int, default=None, metavar="N",
                      help=f"pairs run at once (default: {DEFAULT_JOBS}; with --isolate, N "
                      f"namespaces of their own, default {isolated_jobs()} here)")
-    run.add_argument("--workers", type=int, default=1, metavar="P",
-                     help="loopback runs: P processes, each running its share of the pairs "
-                     "with -j N (default: 1; one per core uses every core)")
+    run.add_argument("--workers", type=int, default=None, metavar="P",
+                     help="loopback runs: P processes sharing the pairs, each with -j N "
+                     f"(default: one per core, at most {MAX_WORKERS}, for {WORKERS_FROM} pairs "
+                     f"or more; 1 below that; {default_workers(WORKERS_FROM)} here)")
     # --isolate -j N, --workers P: worker I of N runs its share of the pairs, record to FILE
     run.add_argument("--worker-shard", metavar="I/N:FILE", help=argparse.SUPPRESS)
     run.add_argument("--shard", type=_shard, metavar="K/N", help="run only shard K of N (a CI "
@@ -394,13 +395,14 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
                     inputs=[Path(s.path) for s in scenarios])
     topology = _isolation(args)
     jobs = args.jobs or (isolated_jobs() if args.isolate else DEFAULT_JOBS)
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
+    workers = args.workers or default_workers(len(scenarios) * len(senders))
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
         record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None
-          and min(args.workers, len(scenarios) * len(senders)) > 1):
-        record = _run_workers(args, scenarios, senders, args.workers, env, isolated=False)
+          and min(workers, len(scenarios) * len(senders)) > 1):
+        record = _run_workers(args, scenarios, senders, workers, env, isolated=False)
     elif topology is None:  # the outer process: the run happened inside the namespaces
         from ..harness.isolate import run as run_isolated
 
@@ -533,6 +535,21 @@ async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs
     with progress(env, len(scenarios) * len(senders)) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
                              topology=topology, claim=claim)
+
+
+# --workers by default: a process per core pays off from about this many pairs (a worker's
+# interpreter and imports cost about half a second of CPU, a pair about 50 ms); the built-in
+# matrix at -j 4 on the standard 2-core machine: --workers 2 took 0.70x the wall time of 1
+# (docs/performance.md).
+WORKERS_FROM = 50
+MAX_WORKERS = 4
+
+
+def default_workers(pairs: int) -> int:
+    """The default --workers of a loopback run of `pairs` pairs."""
+    if pairs < WORKERS_FROM:
+        return 1
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
 
 
 def isolated_jobs() -> int:
