@@ -553,8 +553,10 @@ def default_workers(pairs: int) -> int:
 
 
 def isolated_jobs() -> int:
-    """The default -j of --isolate: a namespace per core, at most 4 (real MTAs mostly wait)."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """The default -j of --isolate: two namespaces per core, at most 4. Real MTAs mostly wait
+    (the whole real matrix at -j 4 kept a 2-core machine's load average near 1), and every
+    cell was the same at -j 4 as at -j 1 (docs/performance.md)."""
+    return max(1, min(4, 2 * len(os.sched_getaffinity(0))))
 
 
 def _worker_shard(text: str) -> tuple[int, int, Path]:

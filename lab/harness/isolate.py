@@ -144,7 +144,7 @@ def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
                 procs.append(subprocess.Popen(cmd, env=env, process_group=0, stdout=out,
                                               stderr=subprocess.STDOUT,
                                               preexec_fn=_die_with_parent))
-        return _wait_all(procs, watch)
+        return _wait_all(procs, watch, isolated=isolated)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -178,21 +178,38 @@ def _command(prefix: list[str], folder: Path, argv: Sequence[str]
 
 
 def _wait_all(procs: Sequence[subprocess.Popen[bytes]],
-              watch: Callable[[], None] | None = None) -> list[int]:
-    """`_wait` for several inner runs at once, calling `watch` between looks."""
+              watch: Callable[[], None] | None = None, *, isolated: bool = True) -> list[int]:
+    """`_wait` for several inner runs at once, calling `watch` between looks. Ctrl-C, SIGTERM
+    or SIGHUP stops every one with SIGTERM, which each handles as a clean stop whatever its
+    SIGINT (ignored in a `cmd &` of a script): a plain worker's whole group gets it; in
+    namespaces, the namespace's init does (`unshare` would die of it, and take the run along
+    unstopped). Once stopped, every status is 130: the run as a whole was interrupted."""
     stop_at: float | None = None
 
     def on_term(signum: int, frame: object) -> None:
+        handler = previous.get(signal.Signals(signum))
+        if callable(handler):  # the CLI's: it notes which signal stopped the command
+            handler(signum, frame)
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if not isolated:
+            _signal_group(proc, signal.SIGTERM)
+            return
+        for pid in _children(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous: dict[signal.Signals, Any] = {}
+    previous.update({sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)})
     try:
         while True:
             try:
                 codes = [proc.poll() for proc in procs]
                 if all(code is not None for code in codes):
-                    return [130 if stop_at is not None and c is not None and c < 0 else int(c or 0)
-                            for c in codes]
+                    if stop_at is not None:
+                        return [130] * len(codes)
+                    return [int(c or 0) for c in codes]
                 if stop_at is not None and time.monotonic() > stop_at:
                     for proc in procs:
                         _signal_group(proc, signal.SIGKILL)
@@ -203,7 +220,7 @@ def _wait_all(procs: Sequence[subprocess.Popen[bytes]],
                 if stop_at is None:
                     stop_at = time.monotonic() + STOP_GRACE_S
                     for proc in procs:
-                        _signal_group(proc, signal.SIGINT)
+                        stop(proc)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
