@@ -179,7 +179,8 @@ def _signal_mid_run(proc: subprocess.Popen[str], tmp: Path, signum: signal.Signa
     err = Lines(proc.stderr)  # read as it comes: a full pipe would stall the run
     err.wait_for(lambda line: re.search(r"\(\d+/\d+\)$", line.rstrip()) is not None, 30,
                  "a progress line (PASS ... (1/N))")
-    assert list(tmp.glob("downgrade-lab-*"))  # the PKI the signal must clean up
+    assert list(tmp.glob("**/downgrade-lab-*"))  # the PKI the signal must clean up (a worker's is
+    # below the run's folder)
     proc.send_signal(signum)
     proc.wait(timeout=30)
     return err.rest(timeout=5)

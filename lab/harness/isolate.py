@@ -124,13 +124,16 @@ def run(argv: Sequence[str], *, foreground: bool = False) -> int:
 
 
 def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
-             isolated: bool = True, watch: Callable[[], None] | None = None) -> list[int]:
+             isolated: bool = True, watch: Callable[[], None] | None = None,
+             tmpdirs: Sequence[Path] = ()) -> list[int]:
     """Re-execute `python -m downgrade_lab ARGV` for every ARGV at once, each in namespaces
     of its own (so each has the lab's fixed addresses and ports to itself; `isolated=False`:
     plain processes, for loopback runs on several cores), its output going to its log; their
     exit statuses, in order. Ctrl-C (SIGTERM, SIGHUP) goes to every one, which then gets
     STOP_GRACE_S to stop its senders before it is killed. `watch` is called every 50 ms while
-    they run (to read their logs)."""
+    they run (to read their logs). `tmpdirs`: the TMPDIR of each plain process (an isolated
+    one writes below its private folder), so that what a killed one leaves (its PKI's keys)
+    goes with the caller's folder."""
     prefix = unshare_command() if isolated else []
     folders = [_private_folder() for _ in argvs] if isolated else []
     procs: list[subprocess.Popen[bytes]] = []
@@ -140,6 +143,8 @@ def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
                 cmd, env = _command(prefix, folders[i], argv)
             else:
                 cmd, env = [sys.executable, "-m", PACKAGE, *argv], dict(os.environ)
+                if tmpdirs:
+                    env["TMPDIR"] = str(tmpdirs[i])
             with log.open("wb") as out:
                 procs.append(subprocess.Popen(cmd, env=env, process_group=0, stdout=out,
                                               stderr=subprocess.STDOUT,

@@ -42,10 +42,14 @@ def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Seq
         logs = [folder / f"shard{i}.log" for i in range(n)]
         log.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
                   f"{len(scenarios) * len(senders)} pairs\n")
+        tmpdirs = [folder / f"tmp{i}" for i in range(n)]
+        for tmpdir in tmpdirs:
+            tmpdir.mkdir(mode=0o700)
         watcher = _LogWatcher(logs, tick)
         codes = run_many([[*argv, "--worker-shard", f"{i}/{n}:{out}"]
                           for i, out in enumerate(outs)], logs, isolated=isolated,
-                         watch=watcher.poll if tick is not None else None)
+                         watch=watcher.poll if tick is not None else None,
+                         tmpdirs=() if isolated else tmpdirs)
         watcher.poll()
         if INTERRUPTED in codes:
             raise KeyboardInterrupt
