@@ -214,6 +214,17 @@ def _stop_signals_interrupt() -> Iterator[list[signal.Signals]]:
     def handler(signum: int, frame: object) -> None:
         if not stopped:
             stopped.append(signal.Signals(signum))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            # A lab run: interrupt it from the loop, between callbacks. Raised here, at any
+            # bytecode, the KeyboardInterrupt was sometimes lost: inside a TLS SNI callback
+            # (which the ssl module reports as unraisable) or a finalizer; and the one cancel
+            # of asyncio's own Ctrl-C handling can be swallowed (Python 3.11's wait_for).
+            loop.call_soon_threadsafe(_interrupt)
+            return
         if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
             # SIGINT ignored (`cmd &` in a script): nobody would act on it; interrupt here
             raise KeyboardInterrupt
@@ -225,6 +236,12 @@ def _stop_signals_interrupt() -> Iterator[list[signal.Signals]]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _interrupt() -> None:
+    """A loop callback: KeyboardInterrupt leaves the loop from here (asyncio re-raises it from
+    a callback), and `asyncio.run` then cancels every task and lets each clean up."""
+    raise KeyboardInterrupt
 
 
 def _before_dashes(args: list[str]) -> list[str]:
