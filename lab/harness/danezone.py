@@ -74,6 +74,21 @@ def dane_evidence(world: World, attacks: Sequence[Attack], pki: PKI, keys: LabKe
     if world.dane is None:
         return None
     signed = sorted(zone.signed.signed) if isinstance(zone.signed, SignedZones) else []
+    memo = _EVIDENCE.setdefault(keys, {})  # like the signed zone: once per run and inputs
+    key = (world, tuple(attacks), tuple(zone.origins), tuple(signed))
+    if key not in memo:
+        memo[key] = _evidence(world, attacks, pki, keys, zone, signed)
+    return memo[key]
+
+
+# keys -> (world, attacks, zones) -> the step's DNSSEC evidence; gone with the keys.
+_EVIDENCE: weakref.WeakKeyDictionary[LabKeys, dict[object, DaneEvidence]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _evidence(world: World, attacks: Sequence[Attack], pki: PKI, keys: LabKeys, zone: Zone,
+              signed: list[str]) -> DaneEvidence:
+    assert world.dane is not None
     forged = tlsa_entries(forged_tlsa(world, attacks, pki.leaf_der))
     return DaneEvidence(
         domain=world.domain, mx=tuple(world.dns.mx), dnssec=world.dane.dnssec,

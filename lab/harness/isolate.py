@@ -205,8 +205,8 @@ def _wait_all(procs: Sequence[subprocess.Popen[bytes]],
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    previous: dict[signal.Signals, Any] = {}
-    previous.update({sig: signal.signal(sig, on_term) for sig in (signal.SIGTERM, signal.SIGHUP)})
+    previous: dict[signal.Signals, Any] = {sig: signal.signal(sig, on_term)
+                                           for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         while True:
             try:

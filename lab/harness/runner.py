@@ -197,7 +197,7 @@ async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs
     results: list[PairRecord | None] = [None] * len(pairs)
     # Longest first: the pairs whose scenario allows the most time (a silent peer) start at
     # once and wait while the rest run, instead of setting the wall time at the end.
-    order = sorted(range(len(pairs)), key=lambda i: -_allowed_s(pairs[i][0]))
+    order = claim_order(scenarios, senders)
     width = 1 if topology.isolated else max(1, jobs)
     gate = asyncio.Semaphore(width)
     pki = PKI()
