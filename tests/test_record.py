@@ -19,6 +19,7 @@ from downgrade_lab.core.record import (
     RunRecord,
     SenderReport,
     StepRecord,
+    dumps_record,
 )
 from downgrade_lab.core.recordparts import (
     Connection,
@@ -204,3 +205,25 @@ STEP = ("results", 0, "steps", 0)
 ], ids=lambda v: "/".join(map(str, v)) if isinstance(v, tuple) else None)
 def test_each_break_of_the_schema_is_caught(path: tuple[Any, ...], value: Any) -> None:
     assert schema_errors(_set(path, copy.deepcopy(value)))
+
+
+@pytest.mark.parametrize("data", [
+    {"schema_version": "1.1", "results": [], "summary": {}, "duration_s": 0.0},
+    {"schema_version": "1.1", "results": [{"scenario": "a/b", "steps": [{"x": [1, 2]}]}],
+     "duration_s": 1.5},
+    {"results": [{"scenario": "a"}, {"scenario": "b\nc", "why": "caf\u00e9 \u2603"}], "n": None},
+])
+def test_the_record_file_is_json_one_line_per_result(data: dict[str, Any]) -> None:
+    text = dumps_record(data)
+    assert json.loads(text) == data and text.endswith("}\n")
+    lines = text.splitlines()
+    n = len(data["results"])  # braces, a line per field, per result, and the list's end
+    assert len(lines) == 2 + len(data) + n + (1 if n else 0)
+    rows = [json.loads(line.strip().rstrip(",")) for line in lines if line.startswith("  {")]
+    assert rows == data["results"]  # a pair is one line: grep finds it whole
+    assert text.isascii()  # written as before, non-ASCII escaped
+
+
+def test_a_run_records_text_reads_back_as_the_record() -> None:
+    record = RunRecord((), 0.25, __version__)
+    assert RunRecord.from_json(json.loads(record.to_text())) == record

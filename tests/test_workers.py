@@ -1,5 +1,5 @@
 """Runs split across processes (`--workers P`, `--isolate -j N`): the workers claim every pair
-exactly once (`workers.Claims` over `runner.claim_order`), and the merged record equals the
+exactly once (`workers.Claims` over `selection.claim_order`), and the merged record equals the
 one-process record."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from downgrade_lab.core.model import Scenario
 from downgrade_lab.core.scenario import load_scenario
+from downgrade_lab.core.selection import claim_order
 from downgrade_lab.frontends.cli import Environment, main
-from downgrade_lab.harness.runner import claim_order
 from downgrade_lab.harness.workers import Claims
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,12 +25,13 @@ def scenarios() -> list[Scenario]:
     return [load_scenario(ROOT / "scenarios" / f"{p}.toml", p) for p in PICKS]
 
 
-def test_the_claim_order_is_every_pair_longest_first() -> None:
+def test_the_claim_order_is_every_pair_stalled_then_longest_first() -> None:
     picked = scenarios()
     order = claim_order(picked, ["reference", "opportunistic"])
     assert sorted(order) == list(range(len(PICKS) * 2))
+    slow = PICKS.index("fetch/slow-but-in-time") * 2  # its policy host waits 1 s: it stalls
     warm = PICKS.index("strip/starttls-enforce-warm") * 2  # two steps: 20 s allowed, x2 senders
-    assert order[:2] == [warm, warm + 1]  # the longest first, catalogue order among equals
+    assert order[:4] == [slow, slow + 1, warm, warm + 1]  # catalogue order among equals
     assert order == claim_order(picked, ["reference", "opportunistic"])  # every worker alike
 
 

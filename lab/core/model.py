@@ -213,6 +213,18 @@ class Step:
     def attacks(self, layer: str) -> tuple[Attack, ...]:
         return tuple(a for a in self.attack if a.layer == layer)
 
+    def stall_s(self) -> float:
+        """How long the lab itself may keep a sender waiting in this step: a silent peer (a
+        DNS `timeout` fault, a policy fetch blocked by `timeout`, a trickled body) may hold it
+        for the whole deadline, a delayed policy host for its delay. 0: every part answers at
+        once. Only an order hint for the workers (`selection.claim_order`), never a verdict."""
+        policy = self.world.policy
+        if (any(how == "timeout" for _, how in self.world.dns.fault)
+                or any(a.kind == "block-policy-fetch" and a.how == "timeout" for a in self.attack)
+                or (policy is not None and policy.trickle_s > 0)):
+            return self.deadline_s
+        return min(policy.delay_s, self.deadline_s) if policy is not None else 0.0
+
 
 @dataclass(frozen=True)
 class Scenario:

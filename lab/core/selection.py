@@ -1,4 +1,5 @@
-"""`-k EXPR` selection of scenarios, pytest style, and `--shard K/N` splits. Pure."""
+"""`-k EXPR` selection of scenarios, pytest style, `--shard K/N` splits, and the order in which
+the workers of one run claim its pairs. Pure."""
 
 from __future__ import annotations
 
@@ -99,3 +100,19 @@ def shard(scenarios: Sequence[Scenario], index: int, count: int) -> list[Scenari
     """Shard `index` of `count` of the selection, in its order: the shards 1..count are
     disjoint and together are the whole selection."""
     return [s for s in scenarios if shard_of(s.id, count) == index]
+
+
+def claim_order(scenarios: Sequence[Scenario], senders: Sequence[str]) -> list[int]:
+    """The order in which a run starts its pairs (indices in catalogue order, a scenario's
+    senders side by side), and in which the workers of one run (`--isolate -j N`, `--workers
+    P`) claim them: the pairs that may wait longest on a silent peer first (`Step.stall_s`),
+    so they wait while the rest run instead of setting the wall time at the end; then the
+    longest allowed (the sum of the step deadlines: a real MTA may wait out a 75 s deadline,
+    or answer at once); catalogue order among equals, so every worker computes the same list.
+    Claimed one at a time as a worker gets free (`workers.Claims`), not dealt out in advance:
+    how long a pair takes is known only when it has run."""
+    def cost(s: Scenario) -> tuple[float, float]:
+        return (-sum(step.stall_s() for step in s.steps), -sum(step.deadline_s for step in s.steps))
+
+    costs = [cost(s) for s in scenarios for _ in senders]
+    return sorted(range(len(costs)), key=costs.__getitem__)

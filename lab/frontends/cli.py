@@ -426,7 +426,7 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
     elif args.worker_shard is not None:  # one of --isolate -j N's workers: its record for the outer
-        from ..harness.runner import claim_order
+        from ..core.selection import claim_order
         from ..harness.workers import Claims
 
         _, _, out = _worker_shard(args.worker_shard)
@@ -460,7 +460,7 @@ def _report(record: RunRecord, args: argparse.Namespace, env: Environment) -> Ex
     render(record, env.stdout, colour=env.colour)  # first: a failing report file loses nothing
     env.stdout.flush()
     writers: list[tuple[Path | None, Callable[[Path], object]]] = [
-        (args.json, lambda f: f.write_text(json.dumps(record.to_json(), indent=1) + "\n")),
+        (args.json, lambda f: f.write_text(record.to_text())),
         (args.junit, lambda f: _write_junit(f, record)),
         (args.html, lambda f: _write_html(f, record)),
         (getattr(args, "pcap", None), lambda d: _write_pcaps(d, record, env)),

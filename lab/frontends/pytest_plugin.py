@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import json
 import os
 import signal
 import threading
@@ -361,7 +360,7 @@ class _RecordWriter:
                                                                         key=lambda r: r[0])]
         record = run_record(results, sum(r.duration_s for r in results))
         try:
-            self.path.write_text(json.dumps(record.to_json(), indent=1) + "\n")
+            self.path.write_text(record.to_text())
         except OSError as exc:  # /dev/full, a disk gone read-only: say so, keep the summary
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")
             line = f"downgrade-lab: cannot write --lab-json {self.path}: {exc.strerror or exc}"

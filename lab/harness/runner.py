@@ -22,6 +22,7 @@ from ..core.record import (
     SenderReport,
     StepRecord,
 )
+from ..core.selection import claim_order
 from ..core.verdict import Judgement, combine, judge_report, judge_step, outcome, with_report
 from ..errors import LabError
 from ..senders.base import Message, Sender, SendReport
@@ -169,21 +170,6 @@ async def _tls_reports(lab: Lab, sender: Sender, step: Step
 ProgressFn = Callable[[PairRecord], None]
 
 
-def _allowed_s(scenario: Scenario) -> float:
-    """How long a pair of `scenario` may take: the sum of its step deadlines."""
-    return sum(step.deadline_s for step in scenario.steps)
-
-
-def claim_order(scenarios: Sequence[Scenario], senders: Sequence[str]) -> list[int]:
-    """The order in which the workers of one run (`--isolate -j N`, `--workers P`) claim the
-    pairs (indices in catalogue order): longest allowed time first, catalogue order among
-    equals, so every worker computes the same list. Claimed one at a time as a worker gets
-    free (`workers.Claims`), not dealt out in advance: how long a pair takes is known only
-    when it has run (a real MTA that waits out a 75 s deadline, or answers at once)."""
-    pairs = [s for s in scenarios for _ in senders]
-    return sorted(range(len(pairs)), key=lambda i: -_allowed_s(pairs[i]))
-
-
 async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs: int = 1,
                   progress: ProgressFn | None = None, capture: bool = False,
                   topology: Topology = LOOPBACK, claim: Callable[[], int | None] | None = None
@@ -195,9 +181,7 @@ async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs
     started = time.monotonic()
     pairs = [(s, name) for s in scenarios for name in senders]
     results: list[PairRecord | None] = [None] * len(pairs)
-    # Longest first: the pairs whose scenario allows the most time (a silent peer) start at
-    # once and wait while the rest run, instead of setting the wall time at the end.
-    order = claim_order(scenarios, senders)
+    order = claim_order(scenarios, senders)  # the silent peers first: they wait while the rest run
     width = 1 if topology.isolated else max(1, jobs)
     gate = asyncio.Semaphore(width)
     pki = PKI()

@@ -69,7 +69,7 @@ def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Seq
 class Claims:
     """The pairs of one run, claimed one at a time by its workers: a counter in a file of the
     run's folder (`claims`), read and moved on under an exclusive lock, indexing the order
-    every worker computes alike (`runner.claim_order`). The folder is the outer process's,
+    every worker computes alike (`selection.claim_order`). The folder is the outer process's,
     so workers in namespaces of their own share it."""
 
     NAME = "claims"
