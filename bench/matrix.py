@@ -53,7 +53,8 @@ def main() -> int:
             started = time.perf_counter()
             proc = subprocess.run(
                 [sys.executable, "-m", "downgrade_lab", "run", "scenarios", "-j", str(args.jobs),
-                 *(["--workers", str(args.workers)] if args.workers else []), "--json", str(out)],
+                 *(["--workers", str(args.workers)] if args.workers else []), "--json", str(out),
+                 "--junit", str(out.with_suffix(".xml"))],  # the report files make matrix writes
                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             wall = time.perf_counter() - started
             if proc.returncode not in (0, 1):

@@ -227,3 +227,11 @@ def test_the_record_file_is_json_one_line_per_result(data: dict[str, Any]) -> No
 def test_a_run_records_text_reads_back_as_the_record() -> None:
     record = RunRecord((), 0.25, __version__)
     assert RunRecord.from_json(json.loads(record.to_text())) == record
+
+
+def test_a_pair_record_as_text_has_a_line_per_step() -> None:
+    pair = {"scenario": "a/b", "steps": [{"outcome": "delivered-tls"}, {"outcome": "x"}], "n": 2}
+    text = dumps_record(pair, rows="steps")
+    assert json.loads(text) == pair
+    assert text.splitlines()[3:6] == ['  {"outcome": "delivered-tls"},', '  {"outcome": "x"}', " ],"]
+    assert dumps_record(pair).count("\n") == 5  # no `results`: a line per field only

@@ -277,6 +277,14 @@ class RunRecord:
     lab_version: str = ""  # the version of the lab that made the record
     schema_version: str = SCHEMA_VERSION
 
+    def __repr__(self) -> str:
+        # Not the dataclass's: asyncio.run() formats its main task's result when it exits
+        # (signal.getsignal on the partial that holds the task), and the catalogue's whole
+        # record as text took a third of a second at the end of every run.
+        return (f"RunRecord({len(self.results)} results, {self.counts()}, "
+                f"duration_s={self.duration_s}, lab_version={self.lab_version!r}, "
+                f"schema_version={self.schema_version!r})")
+
     def counts(self) -> dict[str, int]:
         return summary(r.verdict for r in self.results)
 
@@ -312,16 +320,17 @@ class RunRecord:
                    number(data, "duration_s"), text(data, "lab_version"), version)
 
 
-def dumps_record(data: Mapping[str, Any]) -> str:
-    """A run record's JSON text, one line per top-level field and per pair result, ending in a
-    newline: `grep` and `diff` find a pair, and it is written by the C encoder (an indented
-    `json.dumps` of the catalogue's 10 MB record takes five times as long)."""
+def dumps_record(data: Mapping[str, Any], rows: str = "results") -> str:
+    """A record's JSON text, one line per top-level field and per item of the list `rows` (a
+    run record's pair results, a pair record's steps), ending in a newline: `grep` and `diff`
+    find a pair, and it is written by the C encoder (an indented `json.dumps` of the
+    catalogue's 10 MB record takes five times as long)."""
     lines = []
     for key, value in data.items():
         head = f" {json.dumps(key)}: "
-        if key == "results" and isinstance(value, list) and value:
-            rows = ",\n  ".join(json.dumps(r) for r in value)
-            lines.append(f"{head}[\n  {rows}\n ]")
+        if key == rows and isinstance(value, list) and value:
+            items = ",\n  ".join(json.dumps(r) for r in value)
+            lines.append(f"{head}[\n  {items}\n ]")
         else:
             lines.append(head + json.dumps(value))
     return "{\n" + ",\n".join(lines) + "\n}\n"

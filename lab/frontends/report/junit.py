@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ...core.record import PairRecord, RunRecord, as_run
+from ...core.record import PairRecord, RunRecord, as_run, dumps_record
 from ...core.recordparts import JSONObject
 
 # Characters XML 1.0 cannot carry at all (§2.2); a reason may quote an SMTP line an attacker
@@ -20,12 +19,13 @@ def _xml_safe(text: str) -> str:
 
 
 def _attachment(result: PairRecord) -> str:
-    """The result as JSON for system-out, without the pcap wire bytes (they have their own file)."""
+    """The result as JSON for system-out, a line per field and per step, without the pcap wire
+    bytes (they have their own file)."""
     data: dict[str, Any] = result.to_json()
     for step in data["steps"]:
         for c in step["connections"]:
             c.pop("wire", None)
-    return json.dumps(data, indent=1)
+    return dumps_record(data, rows="steps")
 
 
 def to_junit(record: RunRecord | JSONObject) -> bytes:
