@@ -19,13 +19,17 @@ from downgrade_lab.core.model import (
 )
 from downgrade_lab.core.selection import claim_order
 
-WORLD = World(domain="example.test", dns=DnsSpec(mx=("mx1.example.test",)),
-              policy=PolicySpec(), receiver=ReceiverSpec(), message=MessageSpec())
+POLICY = PolicySpec()
+DNS = DnsSpec(mx=("mx1.example.test",))
 STRIP = Attack("strip-starttls")
+KEEP = PolicySpec(mode="keep")  # a marker: the default policy
 
 
-def step(deadline: float = 10.0, attack: tuple[Attack, ...] = (), **world: object) -> Step:
-    return Step(index=0, world=replace(WORLD, **world), attack=attack, deadline_s=deadline)
+def step(deadline: float = 10.0, attack: tuple[Attack, ...] = (), *, dns: DnsSpec = DNS,
+         policy: PolicySpec | None = KEEP) -> Step:
+    world = World(domain="example.test", dns=dns, policy=POLICY if policy is KEEP else policy,
+                  receiver=ReceiverSpec(), message=MessageSpec())
+    return Step(index=0, world=world, attack=attack, deadline_s=deadline)
 
 
 @pytest.mark.parametrize(("made", "stall"), [
@@ -34,15 +38,15 @@ def step(deadline: float = 10.0, attack: tuple[Attack, ...] = (), **world: objec
     (step(attack=(STRIP,)), 0.0),
     (step(attack=(Attack("block-policy-fetch", how="refused"),)), 0.0),
     (step(attack=(Attack("block-policy-fetch", how="reset"),)), 0.0),
-    (step(dns=replace(WORLD.dns, fault=(("_mta-sts.example.test", "servfail"),))), 0.0),
+    (step(dns=replace(DNS, fault=(("_mta-sts.example.test", "servfail"),))), 0.0),
     (step(policy=None), 0.0),
     # a silent peer may hold the sender for the whole deadline
     (step(20, attack=(Attack("block-policy-fetch", how="timeout"), STRIP)), 20.0),
-    (step(dns=replace(WORLD.dns, fault=(("_mta-sts.example.test", "timeout"),))), 10.0),
-    (step(75, policy=replace(WORLD.policy, trickle_s=300)), 75.0),  # type: ignore[arg-type]
+    (step(dns=replace(DNS, fault=(("_mta-sts.example.test", "timeout"),))), 10.0),
+    (step(75, policy=replace(POLICY, trickle_s=300)), 75.0),
     # a slow policy host for its delay, never past the deadline
-    (step(20, policy=replace(WORLD.policy, delay_s=5.0)), 5.0),  # type: ignore[arg-type]
-    (step(3, policy=replace(WORLD.policy, delay_s=5.0)), 3.0),  # type: ignore[arg-type]
+    (step(20, policy=replace(POLICY, delay_s=5.0)), 5.0),
+    (step(3, policy=replace(POLICY, delay_s=5.0)), 3.0),
 ])
 def test_a_steps_stall_is_what_a_silent_or_slow_peer_may_cost(made: Step, stall: float) -> None:
     assert made.stall_s() == stall
@@ -55,7 +59,7 @@ def scenario(name: str, *steps: Step) -> Scenario:
 def test_silent_peers_first_then_the_longest_allowed_then_catalogue_order() -> None:
     quick = scenario("quick", step())
     long = scenario("long", step(), step())  # 20 s allowed, nobody silent
-    slow = scenario("slow", step(policy=replace(WORLD.policy, delay_s=1.0)))  # type: ignore[arg-type]
+    slow = scenario("slow", step(policy=replace(POLICY, delay_s=1.0)))
     silent = scenario("silent", step(attack=(Attack("block-policy-fetch", how="timeout"),)))
     also_quick = scenario("also-quick", step())
     order = claim_order([quick, long, slow, silent, also_quick], ["a", "b"])

@@ -65,8 +65,7 @@ def attack_json(step: Step) -> tuple[AttackEntry, ...]:
     return tuple(out)
 
 
-async def _send(sender: Sender, message: Message, step: Step) -> SendReport:
-    deadline = time.monotonic() + step.deadline_s
+async def _send(sender: Sender, message: Message, step: Step, deadline: float) -> SendReport:
     try:
         return await asyncio.wait_for(sender.send(message, deadline),
                                       timeout=step.deadline_s + DEADLINE_GRACE_S)
@@ -116,10 +115,12 @@ async def _run_step(lab: Lab, sender: Sender, step: Step) -> tuple[Judgement, St
             await advance(step.after_s)
     await lab.prepare(step)
     message = Message.make(step.world.message.to, step.world.message.headers)
-    report = await _send(sender, message, step)
+    deadline = time.monotonic() + step.deadline_s  # one budget for the step: sending, waiting
+    report = await _send(sender, message, step, deadline)
     if report.state not in FINAL_STATES:
-        # The sender cannot say (a real MTA still retrying): wait on the evidence instead.
-        await lab.wait_for(message.token, time.monotonic() + step.deadline_s)
+        # The sender cannot say (a real MTA still retrying): wait on the evidence instead, until
+        # the step's deadline, not a second one after it (not-delivered: not stored by then).
+        await lab.wait_for(message.token, deadline)
     seen = lab.collect(step, message, report)
     check, flush, reports = await _tls_reports(lab, sender, step)
     evidence = seen.evidence
