@@ -7,12 +7,17 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import pickle
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from downgrade_lab import __version__
 from downgrade_lab.core.model import Scenario
 from downgrade_lab.core.scenario import load_scenario
 from downgrade_lab.core.selection import claim_order
+from downgrade_lab.errors import LabError
 from downgrade_lab.frontends.cli import Environment, main
 from downgrade_lab.harness.workers import Claims
 
@@ -80,6 +85,7 @@ def test_workers_record_equals_one_process(tmp_path: Path) -> None:
               for r in rec["results"]] for rec in records]
     assert cells[0] == cells[1]
     assert records[0]["summary"] == records[1]["summary"]
+    assert records[0]["lab_version"] == records[1]["lab_version"] == __version__
 
 
 def test_workers_must_be_at_least_one() -> None:
@@ -99,3 +105,16 @@ def test_workers_progress_counts_every_pair_of_the_run(tmp_path: Path) -> None:
     assert [line.rsplit("(", 1)[1] for line in lines] == [f"{k}/{total})" for k in
                                                            range(1, total + 1)]
     assert {line.split("[")[1].split("]")[0] for line in lines} == {"reference", "opportunistic"}
+
+
+def test_a_share_reads_back_as_the_record_it_was(tmp_path: Path) -> None:
+    from downgrade_lab.core.record import RunRecord
+    from downgrade_lab.harness.workers import read_share, write_share
+
+    record = RunRecord((), 1.5, __version__)
+    write_share(tmp_path / "share", record)
+    assert read_share(tmp_path / "share") == record
+    assert not (tmp_path / "share.part").exists()
+    (tmp_path / "other").write_bytes(pickle.dumps({"results": []}))
+    with pytest.raises(LabError, match="not a worker's record"):
+        read_share(tmp_path / "other")

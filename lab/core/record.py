@@ -129,7 +129,14 @@ class ReportCheck:
         return {"verdict": self.verdict, "reason": self.reason}
 
 
-_ABSENT: Any = object()  # report_flush not given (a sender without flush_reports())
+class _Absent:
+    """The one value of `_ABSENT`, also after a pickle round trip (worker records)."""
+
+    def __reduce__(self) -> str:
+        return "_ABSENT"  # pickled as a reference to the module's own
+
+
+_ABSENT: Any = _Absent()  # report_flush not given (a sender without flush_reports())
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -433,7 +432,9 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         claims = Claims(out.parent, claim_order(scenarios, senders))
         done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
                                               is not None, topology=topology, claim=claims))
-        out.write_text(json.dumps(done.as_json()) + "\n")
+        from ..harness.workers import write_share
+
+        write_share(out, done)
         return ExitStatus(done.exit_code())
     else:
         record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
