@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-JOBS   ?= 4
+JOBS   ?= 8
 # The real MTAs unpacked for this checkout live in .real/ (root's own data folder, /root/..., is
 # closed to the unprivileged users Exim and OpenSMTPD drop to); a pip user's live in the XDG data
 # folder (`downgrade-lab setup-senders`, docs/senders.md).

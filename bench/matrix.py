@@ -8,7 +8,7 @@ median per delivery), the matrix (a fresh process, as a user sees it, with `make
 round by round, so a machine that slows down slows both. Not a test: figures go to
 docs/performance.md.
 
-    .venv/bin/python bench/matrix.py [--runs 5] [--jobs 4] [--workers P]
+    .venv/bin/python bench/matrix.py [--runs 5] [--jobs 8] [--workers P]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def floor_delivery(rounds: int = 30) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--jobs", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=8)
     ap.add_argument("--workers", type=int, default=None,
                     help="processes (default: the CLI's, one per core as make matrix)")
     args = ap.parse_args()

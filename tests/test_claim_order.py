@@ -17,7 +17,7 @@ from downgrade_lab.core.model import (
     Step,
     World,
 )
-from downgrade_lab.core.selection import claim_order
+from downgrade_lab.core.selection import START, ClaimPlan, claim_order, claim_plan
 
 POLICY = PolicySpec()
 DNS = DnsSpec(mx=("mx1.example.test",))
@@ -67,3 +67,55 @@ def test_silent_peers_first_then_the_longest_allowed_then_catalogue_order() -> N
     assert order == [6, 7, 4, 5, 2, 3, 0, 1, 8, 9]
     assert claim_order([quick, also_quick], ["a"]) == [0, 1]  # equals keep catalogue order
     assert claim_order([], ["a"]) == [] and claim_order([quick], []) == []
+
+
+def drive(plan: ClaimPlan, events: list[int | None]) -> list[int | None]:
+    """Claims in turn: each event is the pair a slot just finished (None: a first claim)."""
+    state, got = START, []
+    for finished in events:
+        pair, state = plan.pick(state, finished)
+        got.append(pair)
+    return got
+
+
+PLAN = ClaimPlan(rest=(10, 11, 12), stalls=(1, 2, 3), limit=2)
+
+
+@pytest.mark.parametrize(("events", "got"), [
+    # four slots start: two stalls (the limit), then the rest
+    ([None, None, None, None], [1, 2, 10, 11]),
+    # a stall ends: its slot takes the next stall
+    ([None, None, None, 1], [1, 2, 10, 3]),
+    # a quick pair ends while two stalls run: the next of the rest, not a third stall
+    ([None, None, None, 10], [1, 2, 10, 11]),
+    # the rest all claimed: the stalls go without a limit, then nothing is left
+    ([None, None, None, 10, 11, 12], [1, 2, 10, 11, 12, 3]),
+    ([None, None, None, 10, 11, 12, 3, 1], [1, 2, 10, 11, 12, 3, None, None]),
+])
+def test_at_most_limit_stalls_run_at_once(events: list[int | None], got: list[int | None]) -> None:
+    assert drive(PLAN, events) == got
+
+
+def test_every_pair_is_claimed_once_whatever_the_order_of_ends() -> None:
+    plan = ClaimPlan(rest=tuple(range(5, 20)), stalls=(0, 1, 2, 3, 4), limit=1)
+    state, running, seen = START, [], []
+    for _ in range(3):  # three slots
+        pair, state = plan.pick(state, None)
+        assert pair is not None
+        running.append(pair)
+    while running:
+        finished = running.pop(0)
+        pair, state = plan.pick(state, finished)
+        if pair is not None:
+            running.append(pair)
+            assert sum(p in plan.stalls for p in running) <= 1 or state[0] == len(plan.rest)
+        seen.append(finished)
+    assert sorted(seen) == list(range(20))
+
+
+def test_the_plan_of_a_run_splits_its_pairs_and_allows_half_its_slots() -> None:
+    quick = scenario("quick", step())
+    silent = scenario("silent", step(attack=(Attack("block-policy-fetch", how="timeout"),)))
+    plan = claim_plan([quick, silent], ["a", "b"], slots=4)
+    assert plan == ClaimPlan(rest=(0, 1), stalls=(2, 3), limit=2)
+    assert claim_plan([quick], ["a"], slots=1).limit == 1  # one slot: it may still wait

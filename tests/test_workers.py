@@ -16,7 +16,7 @@ import pytest
 from downgrade_lab import __version__
 from downgrade_lab.core.model import Scenario
 from downgrade_lab.core.scenario import load_scenario
-from downgrade_lab.core.selection import claim_order
+from downgrade_lab.core.selection import ClaimPlan, claim_order
 from downgrade_lab.errors import LabError
 from downgrade_lab.frontends.cli import Environment, main
 from downgrade_lab.harness.workers import Claims
@@ -42,17 +42,17 @@ def test_the_claim_order_is_every_pair_stalled_then_longest_first() -> None:
 
 def test_claims_hand_out_each_pair_once_then_none(tmp_path: Path) -> None:
     Claims.create(tmp_path)
-    order = [5, 3, 0, 4, 1, 2]
-    first, second = Claims(tmp_path, order), Claims(tmp_path, order)  # two workers, one file
-    got = [first(), second(), second(), first(), first(), second()]
-    assert got == order
-    assert first() is None and second() is None
+    plan = ClaimPlan(rest=(3, 0, 4, 1, 2), stalls=(5,), limit=1)
+    first, second = Claims(tmp_path, plan), Claims(tmp_path, plan)  # two workers, one file
+    got = [first(), second(), second(3), first(5), first(0), second(4)]
+    assert got == [5, 3, 0, 4, 1, 2]
+    assert first(1) is None and second(2) is None
 
 
 def _claim_all(folder: str, out: str) -> None:
-    take = Claims(Path(folder), list(range(400)))
-    mine = []
-    while (i := take()) is not None:
+    take = Claims(Path(folder), ClaimPlan(tuple(range(40, 400)), tuple(range(40)), 2))
+    mine: list[int] = []
+    while (i := take(mine[-1] if mine else None)) is not None:
         mine.append(i)
     Path(out).write_text(json.dumps(mine))
 

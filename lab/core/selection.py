@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
 
 from .model import Scenario
 
@@ -116,3 +118,47 @@ def claim_order(scenarios: Sequence[Scenario], senders: Sequence[str]) -> list[i
 
     costs = [cost(s) for s in scenarios for _ in senders]
     return sorted(range(len(costs)), key=costs.__getitem__)
+
+
+# Where the claims of a run stand: the next unclaimed pair of each queue (ClaimPlan.rest,
+# ClaimPlan.stalls) and how many pairs of `stalls` are running.
+ClaimState = tuple[int, int, int]
+START: ClaimState = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """How the slots of one run (its workers' pair slots together) claim the pairs: in
+    `claim_order`, but at most `limit` of the pairs that may wait on a silent peer (`stalls`)
+    at once, so the other slots keep the cores busy instead of every slot waiting out a
+    silent peer together; once the rest are all claimed, the stalls go without a limit."""
+
+    rest: tuple[int, ...]
+    stalls: tuple[int, ...]
+    limit: int
+
+    def pick(self, state: ClaimState, finished: int | None) -> tuple[int | None, ClaimState]:
+        """The next pair for a slot that just `finished` its pair (None: its first claim), and
+        the state after it. None when every pair has been claimed."""
+        rest, stall, running = state
+        if finished is not None and finished in self._stall_set:
+            running -= 1
+        if stall < len(self.stalls) and (running < self.limit or rest >= len(self.rest)):
+            return self.stalls[stall], (rest, stall + 1, running + 1)
+        if rest < len(self.rest):
+            return self.rest[rest], (rest + 1, stall, running)
+        return None, (rest, stall, running)
+
+    @cached_property
+    def _stall_set(self) -> frozenset[int]:
+        return frozenset(self.stalls)
+
+
+def claim_plan(scenarios: Sequence[Scenario], senders: Sequence[str], slots: int) -> ClaimPlan:
+    """The plan of a run with `slots` pair slots in all: half of them, at least one, may wait
+    on a silent peer at once."""
+    stalled = {i for i, s in enumerate(s for s in scenarios for _ in senders)
+               if any(step.stall_s() > 0 for step in s.steps)}
+    order = claim_order(scenarios, senders)
+    return ClaimPlan(tuple(i for i in order if i not in stalled),
+                     tuple(i for i in order if i in stalled), max(1, slots // 2))

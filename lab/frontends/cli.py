@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 DEFAULT_SCENARIOS = BUILTIN  # the bundled catalogue
-DEFAULT_JOBS = 4
+DEFAULT_JOBS = 8
 
 
 def _path(text: str) -> Path:
@@ -425,11 +425,12 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
     elif args.worker_shard is not None:  # one of --isolate -j N's workers: its record for the outer
-        from ..core.selection import claim_order
+        from ..core.selection import claim_plan
         from ..harness.workers import Claims
 
-        _, _, out = _worker_shard(args.worker_shard)
-        claims = Claims(out.parent, claim_order(scenarios, senders))
+        _, n, out = _worker_shard(args.worker_shard)
+        slots = n * (1 if topology.isolated else jobs)  # the slots of every worker of the run
+        claims = Claims(out.parent, claim_plan(scenarios, senders, slots))
         done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
                                               is not None, topology=topology, claim=claims))
         from ..harness.workers import write_share
@@ -544,7 +545,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Environment], int]] = {
 
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
-                             topology: Topology, claim: Callable[[], int | None] | None = None
+                             topology: Topology,
+                             claim: Callable[[int | None], int | None] | None = None
                              ) -> RunRecord:
     from ..harness.runner import run_all
     from .progress import progress

@@ -22,7 +22,7 @@ from ..core.record import (
     SenderReport,
     StepRecord,
 )
-from ..core.selection import claim_order
+from ..core.selection import START, ClaimPlan, claim_plan
 from ..core.verdict import Judgement, combine, judge_report, judge_step, outcome, with_report
 from ..errors import LabError
 from ..senders.base import Message, Sender, SendReport
@@ -171,40 +171,49 @@ async def _tls_reports(lab: Lab, sender: Sender, step: Step
 ProgressFn = Callable[[PairRecord], None]
 
 
+def _claims_of(plan: ClaimPlan) -> Callable[[int | None], int | None]:
+    """The claims of a run alone in its process: the plan's state in memory."""
+    state = START
+
+    def take(finished: int | None) -> int | None:
+        nonlocal state
+        pair, state = plan.pick(state, finished)
+        return pair
+
+    return take
+
+
 async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs: int = 1,
                   progress: ProgressFn | None = None, capture: bool = False,
-                  topology: Topology = LOOPBACK, claim: Callable[[], int | None] | None = None
+                  topology: Topology = LOOPBACK,
+                  claim: Callable[[int | None], int | None] | None = None
                   ) -> RunRecord:
     """Every scenario against every sender, at most `jobs` pairs at once, results in order.
     The isolated topology has fixed addresses and ports: one pair at a time. `claim`: run the
-    pairs it hands out (indices in catalogue order) until it gives None, as one of several
-    workers sharing the run; the record then holds those pairs only."""
+    pairs it hands out (indices in catalogue order; told which pair the slot finished) until
+    it gives None, as one of several workers sharing the run; the record then holds those
+    pairs only. Alone, the run claims its pairs by the same plan (`selection.claim_plan`)."""
     started = time.monotonic()
     pairs = [(s, name) for s in scenarios for name in senders]
     results: list[PairRecord | None] = [None] * len(pairs)
-    order = claim_order(scenarios, senders)  # the silent peers first: they wait while the rest run
     width = 1 if topology.isolated else max(1, jobs)
-    gate = asyncio.Semaphore(width)
+    if claim is None:
+        claim = _claims_of(claim_plan(scenarios, senders, width))
     pki = PKI()
     try:
-        async def one(i: int, scenario: Scenario, name: str) -> None:
-            async with gate:
+        async def claiming(take: Callable[[int | None], int | None]) -> None:
+            done: int | None = None
+            while (i := take(done)) is not None:
+                scenario, name = pairs[i]
                 result = await run_pair(scenario, name, pki, capture=capture, topology=topology)
-            results[i] = result
-            if progress is not None:
-                progress(result)
-
-        async def claiming(take: Callable[[], int | None]) -> None:
-            while (i := take()) is not None:
-                await one(i, *pairs[i])
+                results[i] = result
+                if progress is not None:
+                    progress(result)
+                done = i
 
         async with asyncio.TaskGroup() as tg:
-            if claim is None:
-                for i in order:
-                    tg.create_task(one(i, *pairs[i]))
-            else:
-                for _ in range(width):
-                    tg.create_task(claiming(claim))
+            for _ in range(width):
+                tg.create_task(claiming(claim))
     finally:
         pki.close()
     done = [r for r in results if r is not None]

@@ -22,6 +22,7 @@ from typing import IO
 from .. import __version__
 from ..core.model import Scenario
 from ..core.record import PairRecord, RunRecord
+from ..core.selection import START, ClaimPlan
 from ..errors import LabError
 from .isolate import run_many
 
@@ -92,32 +93,33 @@ def read_share(path: Path) -> RunRecord:
 
 
 class Claims:
-    """The pairs of one run, claimed one at a time by its workers: a counter in a file of the
-    run's folder (`claims`), read and moved on under an exclusive lock, indexing the order
-    every worker computes alike (`selection.claim_order`). The folder is the outer process's,
-    so workers in namespaces of their own share it."""
+    """The pairs of one run, claimed one at a time by its workers' slots as they get free:
+    where the run's `ClaimPlan` stands (`selection.ClaimState`) in a file of the run's folder
+    (`claims`), read and moved on under an exclusive lock. Every worker computes the same
+    plan. The folder is the outer process's, so workers in namespaces of their own share it."""
 
     NAME = "claims"
 
-    def __init__(self, folder: Path, order: Sequence[int]) -> None:
+    def __init__(self, folder: Path, plan: ClaimPlan) -> None:
         self.path = folder / self.NAME
-        self.order = list(order)
+        self.plan = plan
 
     @classmethod
     def create(cls, folder: Path) -> None:
-        (folder / cls.NAME).write_text("0")
+        (folder / cls.NAME).write_text(" ".join(map(str, START)))
 
-    def __call__(self) -> int | None:
-        """The next unclaimed pair, or None when every pair has been claimed."""
+    def __call__(self, finished: int | None = None) -> int | None:
+        """The next pair for a slot that just `finished` one (None: its first claim), or None
+        when every pair has been claimed."""
         fd = os.open(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            taken = int(os.read(fd, 32) or b"0")
-            if taken >= len(self.order):
-                return None
+            rest, stall, running = (int(n) for n in os.read(fd, 64).split())
+            pair, state = self.plan.pick((rest, stall, running), finished)
             os.lseek(fd, 0, os.SEEK_SET)
-            os.write(fd, str(taken + 1).encode())
-            return self.order[taken]
+            os.ftruncate(fd, 0)
+            os.write(fd, " ".join(map(str, state)).encode())
+            return pair
         finally:
             os.close(fd)  # the lock goes with the descriptor
 
