@@ -113,11 +113,14 @@ def claim_order(scenarios: Sequence[Scenario], senders: Sequence[str]) -> list[i
     or answer at once); catalogue order among equals, so every worker computes the same list.
     Claimed one at a time as a worker gets free (`workers.Claims`), not dealt out in advance:
     how long a pair takes is known only when it has run."""
-    def cost(s: Scenario) -> tuple[float, float]:
-        return (-sum(step.stall_s() for step in s.steps), -sum(step.deadline_s for step in s.steps))
-
-    costs = [cost(s) for s in scenarios for _ in senders]
+    costs = [_cost(s) for s in scenarios for _ in senders]
     return sorted(range(len(costs)), key=costs.__getitem__)
+
+
+def _cost(scenario: Scenario) -> tuple[float, float]:
+    """The sort key of a scenario's pairs: its stall, then its allowed time, both negated."""
+    return (-sum(step.stall_s() for step in scenario.steps),
+            -sum(step.deadline_s for step in scenario.steps))
 
 
 # Where the claims of a run stand: the next unclaimed pair of each queue (ClaimPlan.rest,
@@ -157,8 +160,7 @@ class ClaimPlan:
 def claim_plan(scenarios: Sequence[Scenario], senders: Sequence[str], slots: int) -> ClaimPlan:
     """The plan of a run with `slots` pair slots in all: half of them, at least one, may wait
     on a silent peer at once."""
-    stalled = {i for i, s in enumerate(s for s in scenarios for _ in senders)
-               if any(step.stall_s() > 0 for step in s.steps)}
-    order = claim_order(scenarios, senders)
-    return ClaimPlan(tuple(i for i in order if i not in stalled),
-                     tuple(i for i in order if i in stalled), max(1, slots // 2))
+    costs = [_cost(s) for s in scenarios for _ in senders]
+    order = sorted(range(len(costs)), key=costs.__getitem__)  # claim_order, costs kept
+    return ClaimPlan(tuple(i for i in order if costs[i][0] == 0),
+                     tuple(i for i in order if costs[i][0] < 0), max(1, slots // 2))

@@ -426,15 +426,13 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
     elif args.worker_shard is not None:  # one of --isolate -j N's workers: its record for the outer
         from ..core.selection import claim_plan
-        from ..harness.workers import Claims
+        from ..harness.workers import Claims, write_share
 
         _, n, out = _worker_shard(args.worker_shard)
         slots = n * (1 if topology.isolated else jobs)  # the slots of every worker of the run
         claims = Claims(out.parent, claim_plan(scenarios, senders, slots))
         done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
                                               is not None, topology=topology, claim=claims))
-        from ..harness.workers import write_share
-
         write_share(out, done)
         return ExitStatus(done.exit_code())
     else:
