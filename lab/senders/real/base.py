@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ...errors import SenderError
 from ..env import LabEnv
@@ -31,6 +32,14 @@ DROPPED_VARS = frozenset({
 })
 OUTPUT_MAX = 4000  # bytes of a failing command's output kept for the error line
 REAL_ROOT_VAR = "DOWNGRADE_LAB_REAL_ROOT"  # where the unpacked MTAs are (default: the data folder)
+
+
+class Exits(Protocol):
+    """A started program whose exit status shows once it has exited (a subprocess, or one a
+    fork server started)."""
+
+    @property
+    def returncode(self) -> int | None: ...
 
 
 class SenderTimeout(SenderError):
@@ -200,7 +209,7 @@ class LogTail:
         return [line.decode("utf-8", "replace") for line in lines]
 
 
-async def wait_port(host: str, port: int, deadline_s: float, proc: asyncio.subprocess.Process,
+async def wait_port(host: str, port: int, deadline_s: float, proc: Exits,
                     what: str) -> None:
     """Wait until something accepts on host:port (a daemon's readiness), or fail in one line
     when `proc` exits first or the time runs out."""
