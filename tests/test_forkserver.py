@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from downgrade_lab.errors import SenderError
+from downgrade_lab.senders.real.base import kill_and_wait
 from downgrade_lab.senders.real.forkserver import ForkServer, script_interpreter
 from tests.events import wait_until
 
@@ -63,7 +64,7 @@ async def test_kill_and_wait_stops_a_running_child(server: ForkServer, tmp_path:
     child = server.spawn(["prog", "sleep"], {"OUT": str(out)}, tmp_path / "err")
     wait_until(out.exists, 10, "the child to start")
     assert child.returncode is None
-    await child.kill_and_wait()
+    await kill_and_wait(child)
     assert child.returncode == -9
     with pytest.raises(ProcessLookupError):
         os.kill(child.pid, 0)

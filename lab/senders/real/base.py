@@ -42,6 +42,16 @@ class Exits(Protocol):
     def returncode(self) -> int | None: ...
 
 
+class Killable(Exits, Protocol):
+    """A started program that can be signalled and waited for (what `kill_and_wait` needs)."""
+
+    pid: int
+
+    def send_signal(self, sig: int) -> None: ...
+
+    async def wait(self) -> int | None: ...
+
+
 class SenderTimeout(SenderError):
     """A sender's command did not finish in time: the sender's slowness, not a lab fault."""
 
@@ -166,7 +176,7 @@ async def run(cmd: Sequence[str], *, env: Mapping[str, str] | None = None,
     return Done(code, text)
 
 
-async def kill_and_wait(proc: asyncio.subprocess.Process, timeout_s: float = 5.0) -> None:
+async def kill_and_wait(proc: Killable, timeout_s: float = 5.0) -> None:
     """SIGKILL `proc` and reap it (a daemon's graceful stop can wait on its clients)."""
     if proc.returncode is None:
         try:

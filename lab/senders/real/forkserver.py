@@ -25,12 +25,14 @@ import hashlib
 import json
 import os
 import select
+import signal
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ...errors import SenderError
+from .base import one_line
 
 # The server's source, run with `python -c` (the program's interpreter may not have us
 # installed). Requests and replies are one JSON object per line.
@@ -125,9 +127,9 @@ class ForkServer:
             err = self._proc.stderr.read() if self._proc.stderr else ""
             self._proc.wait()
             self.close()
-            lines = [line for line in err.splitlines() if line.strip()]
+            why = one_line(err)
             raise SenderError(f"fork server exited with status {self._proc.returncode} at "
-                              f"start{': ' + lines[-1] if lines else ''}")
+                              f"start{': ' + why if why else ''}")
 
     def _ask(self, request: dict[str, object]) -> dict[str, int]:
         with self._lock:
@@ -172,7 +174,8 @@ class ForkServer:
 
 
 class Forked:
-    """A program the server forked, with the `returncode`/`kill_and_wait` of a subprocess."""
+    """A program the server forked, with what `base.kill_and_wait` and `base.wait_port` use
+    of a subprocess (`pid`, `returncode`, `send_signal`, `wait`)."""
 
     def __init__(self, server: ForkServer, pid: int) -> None:
         self._server = server
@@ -194,26 +197,46 @@ class Forked:
         os.close(fd)
         self._code = self._server.kill(self.pid)
 
-    async def kill_and_wait(self) -> None:
-        """SIGKILL and reap (through the server, which is the program's parent)."""
+    def send_signal(self, sig: int) -> None:
+        if self._pidfd >= 0:
+            signal.pidfd_send_signal(self._pidfd, sig)
+
+    async def wait(self) -> int | None:
+        """Wait for the exit (the pidfd turns readable), then reap through the server."""
         if self._code is None and self._pidfd >= 0:
+            loop = asyncio.get_running_loop()
+            exited: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                if not exited.done():
+                    exited.set_result(None)
+
+            loop.add_reader(self._pidfd, readable)
+            try:
+                await exited
+            finally:
+                loop.remove_reader(self._pidfd)
             await asyncio.to_thread(self._reap)
+        return self._code
 
 
 _SERVERS: dict[tuple[str, str, str, bytes], ForkServer] = {}
 
 
-def server_for(python: str, module: str, entry: str, ca_file: Path,
-               env: Mapping[str, str]) -> ForkServer:
-    """This process's server for `module:entry` under `python` with the CA bundle in
-    `ca_file` (started with `env` on first use, closed at exit)."""
+def spawn(python: str, module: str, entry: str, ca_file: Path, argv: Sequence[str],
+          env: Mapping[str, str], stderr: Path) -> Forked:
+    """`module:entry` started as `argv` with `env`, forked by this process's server for it
+    under `python` with the CA bundle in `ca_file` (started with `env` on first use, closed at
+    exit). Blocking: call it in a thread."""
     key = (python, module, entry, hashlib.sha256(ca_file.read_bytes()).digest())
     server = _SERVERS.get(key)
     if server is None or not server.alive:
+        if server is not None:
+            server.close()
         if not _SERVERS:
             atexit.register(close_all)
         server = _SERVERS[key] = ForkServer(python, module, entry, env)
-    return server
+    return server.spawn(argv, env, stderr)
 
 
 def close_all() -> None:

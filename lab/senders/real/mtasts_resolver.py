@@ -24,7 +24,7 @@ from pathlib import Path
 from ...errors import SenderError
 from ..env import LabEnv
 from .base import kill_and_wait, one_line, sender_environ, wait_port
-from .forkserver import Forked, script_interpreter, server_for
+from .forkserver import Forked, script_interpreter, spawn
 
 HOST = "127.0.0.1"
 PORT = 8461
@@ -90,8 +90,8 @@ class ResolverDaemon:
         environ = sender_environ(env, ca_file)
         python = script_interpreter(path)
         if python is not None:
-            server = await asyncio.to_thread(server_for, python, *ENTRY, ca_file, environ)
-            self._proc = await asyncio.to_thread(server.spawn, argv, environ, errors)
+            self._proc = await asyncio.to_thread(spawn, python, *ENTRY, ca_file, argv, environ,
+                                                 errors)
         else:
             with errors.open("wb") as err:
                 self._proc = await asyncio.create_subprocess_exec(
@@ -107,7 +107,5 @@ class ResolverDaemon:
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if isinstance(proc, Forked):
-            await proc.kill_and_wait()
-        elif proc is not None:
+        if proc is not None:
             await kill_and_wait(proc)
