@@ -92,7 +92,8 @@ class ReferenceSender:
         self._dane = None
 
     async def send(self, message: Message, deadline: float) -> SendReport:
-        if self._env is None or self._dns is None:
+        dns = self._dns  # kept: a stop() while this send waits (Ctrl-C, SIGTERM) clears it
+        if self._env is None or dns is None:
             raise SenderError("reference: send() before start()")
         domain = message.rcpt_to.rpartition("@")[2].lower().rstrip(".")
         policy, notes = await self._policy(domain, fetch_timeout(remaining(deadline)))
@@ -102,7 +103,7 @@ class ReferenceSender:
         elif self._dane is not None:
             return await self._send_dane(domain, policy, message, deadline, notes)
         try:
-            hosts = await self._dns.mail_hosts(domain, lifetime=DNS_LIFETIME_S)
+            hosts = await dns.mail_hosts(domain, lifetime=DNS_LIFETIME_S)
         except DnsError as exc:
             return SendReport("deferred", f"DNS: {exc}", {"policy": notes, "attempts": []})
         if not hosts:
