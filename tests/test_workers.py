@@ -7,7 +7,11 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import os
 import pickle
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,8 @@ from downgrade_lab.core.scenario import load_scenario
 from downgrade_lab.core.selection import ClaimPlan, claim_order
 from downgrade_lab.errors import LabError
 from downgrade_lab.frontends.cli import Environment, main
-from downgrade_lab.harness.workers import Claims
+from downgrade_lab.harness.isolate import wait_all
+from downgrade_lab.harness.workers import Claims, forked
 
 ROOT = Path(__file__).resolve().parent.parent
 PICKS = ["baseline/healthy", "strip/starttls-enforce-warm", "fetch/slow-but-in-time",
@@ -118,3 +123,54 @@ def test_a_share_reads_back_as_the_record_it_was(tmp_path: Path) -> None:
     (tmp_path / "other").write_bytes(pickle.dumps({"results": []}))
     with pytest.raises(LabError, match="not a worker's record"):
         read_share(tmp_path / "other")
+
+
+def cells(record: dict[str, Any]) -> list[tuple[str, str, str, list[str]]]:
+    return [(r["scenario"], r["sender"], r["verdict"], [s["outcome"] for s in r["steps"]])
+            for r in record["results"]]
+
+
+def test_forked_workers_of_the_command_record_what_one_process_does(tmp_path: Path) -> None:
+    """`downgrade-lab run --workers 2` as its own process forks its workers (one thread, on
+    Linux): the record is the one-process record, and nothing is left in TMPDIR."""
+    paths = [str(ROOT / "scenarios" / f"{p}.toml") for p in PICKS]
+    records = []
+    for workers in ("1", "2"):
+        out = tmp_path / f"w{workers}.json"
+        tmp = tmp_path / f"tmp{workers}"
+        tmp.mkdir()
+        done = subprocess.run([sys.executable, "-m", "downgrade_lab", "run", *paths, "--workers",
+                               workers, "--json", str(out)], cwd=ROOT, capture_output=True,
+                              text=True, env={**os.environ, "TMPDIR": str(tmp)}, timeout=120)
+        assert done.returncode in (0, 1), done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
+        assert list(tmp.iterdir()) == []
+        records.append(json.loads(out.read_text()))
+    assert cells(records[0]) == cells(records[1])
+    assert records[0]["summary"] == records[1]["summary"]
+
+
+def _work(code: int) -> int:
+    print("out", tempfile.gettempdir())
+    print("err", os.getpid() != os.getpgid(0), file=sys.stderr)
+    if code == 130:
+        raise KeyboardInterrupt
+    if code == 99:
+        raise RuntimeError("the work broke")
+    return code
+
+
+@pytest.mark.parametrize(("code", "status"), [(0, 0), (3, 3), (130, 130), (99, 1)])
+def test_a_forked_worker_writes_its_log_and_exits_with_its_status(tmp_path: Path, code: int,
+                                                                  status: int) -> None:
+    """A fork runs its work with TMPDIR, stdout and stderr of its own, in a process group of
+    its own, and never returns into the parent: its status is the work's, 130 for Ctrl-C, 1
+    with the traceback in its log for a crash."""
+    log, tmp = tmp_path / "log", tmp_path / "t"
+    tmp.mkdir()
+    with forked([lambda: _work(code)], [log], [tmp]) as procs:
+        assert wait_all(procs, isolated=False) == [status]
+    text = log.read_text()
+    assert f"out {tmp}" in text
+    assert "err False" in text  # the worker leads a process group of its own
+    assert ("RuntimeError: the work broke" in text) == (code == 99)

@@ -424,17 +424,10 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
         code = run_isolated(args.argv)
         return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
-    elif args.worker_shard is not None:  # one of --isolate -j N's workers: its record for the outer
-        from ..core.selection import claim_plan
-        from ..harness.workers import Claims, write_share
-
+    elif args.worker_shard is not None:  # one of the workers of the two branches above
         _, n, out = _worker_shard(args.worker_shard)
-        slots = n * (1 if topology.isolated else jobs)  # the slots of every worker of the run
-        claims = Claims(out.parent, claim_plan(scenarios, senders, slots))
-        done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=args.pcap
-                                              is not None, topology=topology, claim=claims))
-        write_share(out, done)
-        return ExitStatus(done.exit_code())
+        return _work_share(scenarios, senders, jobs, env, topology, n, out,
+                           capture=args.pcap is not None)
     else:
         record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
                                                 capture=args.pcap is not None,
@@ -444,13 +437,35 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
 
 def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
                  n: int, env: Environment, *, isolated: bool) -> RunRecord:
-    """The pairs over `n` worker processes, with one progress for all of them."""
-    from ..harness.workers import run_workers
+    """The pairs over `n` worker processes, with one progress for all of them. Loopback
+    workers of the command's own process are forks of it, each running `_work_share` on the
+    scenarios already read (`workers.can_fork`); others are the command again."""
+    from ..harness.topology import LOOPBACK
+    from ..harness.workers import can_fork, run_workers
     from .progress import progress
 
-    with progress(env, len(scenarios) * len(senders)) as tick:
-        return run_workers(args.argv, scenarios, senders, n, env.stderr, isolated=isolated,
-                           tick=tick)
+    def work(index: int, count: int, out: Path) -> int:
+        return _work_share(scenarios, senders, args.jobs or DEFAULT_JOBS, Environment(),
+                           LOOPBACK, count, out, capture=args.pcap is not None)
+
+    return run_workers(args.argv, scenarios, senders, n, env.stderr, isolated=isolated,
+                       progress=lambda: progress(env, len(scenarios) * len(senders)),
+                       work=work if _OWN_PROCESS and can_fork() else None)
+
+
+def _work_share(scenarios: list[Scenario], senders: list[str], jobs: int, env: Environment,
+                topology: Topology, n: int, out: Path, *, capture: bool) -> ExitStatus:
+    """One of a run's `n` workers: its pairs, claimed as its slots get free, and its record
+    in `out` for the outer process (`workers.write_share`)."""
+    from ..core.selection import claim_plan
+    from ..harness.workers import Claims, write_share
+
+    slots = n * (1 if topology.isolated else jobs)  # the slots of every worker of the run
+    claims = Claims(out.parent, claim_plan(scenarios, senders, slots))
+    done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=capture,
+                                          topology=topology, claim=claims))
+    write_share(out, done)
+    return ExitStatus(done.exit_code())
 
 
 def _report(record: RunRecord, args: argparse.Namespace, env: Environment) -> ExitStatus:

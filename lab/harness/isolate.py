@@ -27,9 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import LabError
 from .topology import ISOLATED_DNS
@@ -50,6 +50,17 @@ ROOT_UNSHARE = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc"
 # (plain `unshare -r` maps only uid 0, and Postfix's chown to its own user then fails).
 USER_UNSHARE = ["unshare", "--map-auto", "--map-root-user", *ROOT_UNSHARE[1:]]
 STOP_GRACE_S = 15.0  # after Ctrl-C, how long the inner run may take to stop its senders
+
+
+class Child(Protocol):
+    """A process `wait_all` waits for: a `subprocess.Popen`, or a forked worker."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
 
 
 class IsolationError(LabError):
@@ -117,21 +128,20 @@ def run(argv: Sequence[str], *, foreground: bool = False) -> int:
     try:
         cmd, env = _command(prefix, folder, argv)
         if foreground:
-            return _wait_foreground(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
-        return _wait(subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=_die_with_parent))
+            return _wait_foreground(subprocess.Popen(cmd, env=env, preexec_fn=die_with_parent))
+        return _wait(subprocess.Popen(cmd, env=env, process_group=0, preexec_fn=die_with_parent))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
-             isolated: bool = True, watch: Callable[[], None] | None = None,
-             tmpdirs: Sequence[Path] = ()) -> list[int]:
+@contextlib.contextmanager
+def started(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *, isolated: bool = True,
+            tmpdirs: Sequence[Path] = ()) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Re-execute `python -m downgrade_lab ARGV` for every ARGV at once, each in namespaces
     of its own (so each has the lab's fixed addresses and ports to itself; `isolated=False`:
-    plain processes, for loopback runs on several cores), its output going to its log; their
-    exit statuses, in order. Ctrl-C (SIGTERM, SIGHUP) goes to every one, which then gets
-    STOP_GRACE_S to stop its senders before it is killed. `watch` is called every 50 ms while
-    they run (to read their logs). `tmpdirs`: the TMPDIR of each plain process (an isolated
+    plain processes, for loopback runs on several cores), its output going to its log; the
+    processes, for `wait_all`. Whatever is still running when the block ends is killed, and
+    the private folders are removed. `tmpdirs`: the TMPDIR of each plain process (an isolated
     one writes below its private folder), so that what a killed one leaves (its PKI's keys)
     goes with the caller's folder."""
     prefix = unshare_command() if isolated else []
@@ -148,8 +158,8 @@ def run_many(argvs: Sequence[Sequence[str]], logs: Sequence[Path], *,
             with log.open("wb") as out:
                 procs.append(subprocess.Popen(cmd, env=env, process_group=0, stdout=out,
                                               stderr=subprocess.STDOUT,
-                                              preexec_fn=_die_with_parent))
-        return _wait_all(procs, watch, isolated=isolated)
+                                              preexec_fn=die_with_parent))
+        yield procs
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -182,9 +192,10 @@ def _command(prefix: list[str], folder: Path, argv: Sequence[str]
     return [*prefix, sys.executable, "-m", PACKAGE, *argv], env
 
 
-def _wait_all(procs: Sequence[subprocess.Popen[bytes]],
-              watch: Callable[[], None] | None = None, *, isolated: bool = True) -> list[int]:
-    """`_wait` for several inner runs at once, calling `watch` between looks. Ctrl-C, SIGTERM
+def wait_all(procs: Sequence[Child], watch: Callable[[], None] | None = None, *,
+             isolated: bool = True) -> list[int]:
+    """`_wait` for several inner runs (or forked workers) at once, calling `watch` every
+    50 ms. Ctrl-C, SIGTERM
     or SIGHUP stops every one with SIGTERM, which each handles as a clean stop whatever its
     SIGINT (ignored in a `cmd &` of a script): a plain worker's whole group gets it; in
     namespaces, the namespace's init does (`unshare` would die of it, and take the run along
@@ -197,7 +208,7 @@ def _wait_all(procs: Sequence[subprocess.Popen[bytes]],
             handler(signum, frame)
         raise KeyboardInterrupt
 
-    def stop(proc: subprocess.Popen[bytes]) -> None:
+    def stop(proc: Child) -> None:
         if not isolated:
             _signal_group(proc, signal.SIGTERM)
             return
@@ -240,9 +251,10 @@ def _reachable_tmp() -> str:
     return "/tmp"
 
 
-def _die_with_parent() -> None:
-    """In `unshare` before exec: if this process dies (even by SIGKILL), the kernel kills
-    `unshare`, and `--kill-child` takes the namespace's PID 1 and everything in it along."""
+def die_with_parent() -> None:
+    """In a child (`unshare` before exec, or a forked worker): if this process dies (even by
+    SIGKILL), the kernel kills the child; `unshare`'s `--kill-child` then takes the
+    namespace's PID 1 and everything in it along."""
     import ctypes
 
     pr_set_pdeathsig = 1
@@ -328,7 +340,7 @@ def shell_status(code: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+def _signal_group(proc: Child, signum: int) -> None:
     # The group holds `unshare` (which blocks SIGINT while it waits) and the inner run.
     try:
         os.killpg(proc.pid, signum)

@@ -1,57 +1,79 @@
 """Several inner runs of one command, each with its share of the pairs (DESIGN §3, issue 15):
 `--isolate -j N` (N namespaces of their own, each with the lab's fixed addresses and ports, one
 pair at a time) and `--workers P` (P loopback processes, so the pairs use every core). Each
-worker is this command again with `--worker-shard I/N:FILE`; each slot claims its next pair by
+worker is this command again with `--worker-shard I/N:FILE`, or a fork of the command's own
+process for loopback workers (`forked`: no interpreter start, imports or scenario files read
+again, about half a second of each worker's start); each slot claims its next pair by
 the run's plan, whose state is a file in FILE's folder, when it gets free (`Claims`), and their
 records are joined here in catalogue order."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import gc
 import os
 import pickle
 import re
+import signal
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 from .. import __version__
 from ..core.model import Scenario
 from ..core.record import PairRecord, RunRecord
 from ..core.selection import START, ClaimPlan
 from ..errors import LabError
-from .isolate import run_many
+from . import isolate
+from .isolate import Child, die_with_parent, wait_all
 
 INTERRUPTED = 130  # a worker stopped by Ctrl-C (the console's ExitStatus.INTERRUPTED)
 
 
 def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Sequence[str],
                 jobs: int, log: IO[str], *, isolated: bool,
-                tick: Callable[[Finished], None] | None = None) -> RunRecord:
+                progress: Callable[[], ContextManager[Callable[[Finished], None]]] | None = None,
+                work: Work | None = None) -> RunRecord:
     """Up to `jobs` workers over the pairs; KeyboardInterrupt if one was interrupted, LabError
-    (its last lines) if one wrote no record. `tick` hears of every pair a worker finishes, as
-    its log line says, while they run."""
+    (its last lines) if one wrote no record. Each is `argv` again with `--worker-shard`, or,
+    given `work` (loopback workers of a single-threaded process), a fork of this process that
+    calls `work(i, n, share)`: it has the modules and the scenarios already, so it starts
+    its first pair at once. `progress` is entered once the workers run (a fork must not see a
+    progress bar's thread); its tick hears of every pair a worker finishes, as its log line
+    says, while they run."""
     n = min(jobs, len(scenarios) * len(senders))
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dgl-shards-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         Claims.create(folder)
         outs = [folder / f"shard{i}.json" for i in range(n)]
         logs = [folder / f"shard{i}.log" for i in range(n)]
         log.write(f"downgrade-lab: {n} {'isolated ' if isolated else ''}workers, "
                   f"{len(scenarios) * len(senders)} pairs\n")
+        log.flush()
         tmpdirs = [folder / f"tmp{i}" for i in range(n)]
         for tmpdir in tmpdirs:
             tmpdir.mkdir(mode=0o700)
+        if work is not None and not isolated:
+            procs: Sequence[Child] = stack.enter_context(
+                forked([functools.partial(work, i, n, out) for i, out in enumerate(outs)],
+                       logs, tmpdirs))
+        else:
+            procs = stack.enter_context(isolate.started(
+                [[*argv, "--worker-shard", f"{i}/{n}:{out}"] for i, out in enumerate(outs)],
+                logs, isolated=isolated, tmpdirs=() if isolated else tmpdirs))
+        tick = stack.enter_context(progress()) if progress is not None else None
         watcher = _LogWatcher(logs, tick)
-        codes = run_many([[*argv, "--worker-shard", f"{i}/{n}:{out}"]
-                          for i, out in enumerate(outs)], logs, isolated=isolated,
-                         watch=watcher.poll if tick is not None else None,
-                         tmpdirs=() if isolated else tmpdirs)
+        codes = wait_all(procs, watcher.poll if tick is not None else None, isolated=isolated)
         watcher.poll()
         if INTERRUPTED in codes:
             raise KeyboardInterrupt
@@ -59,12 +81,107 @@ def run_workers(argv: Sequence[str], scenarios: Sequence[Scenario], senders: Seq
         for out, worker_log, code in zip(outs, logs, codes, strict=True):
             if not out.exists():
                 tail = worker_log.read_text(errors="replace").strip().splitlines()[-5:]
-                raise LabError(f"isolated worker failed (exit {code}): " + " / ".join(tail))
+                raise LabError(f"{'isolated ' if isolated else ''}worker failed (exit {code}): "
+                               + " / ".join(tail))
             results += read_share(out).results
     place = {(s.id, name): k for k, (s, name) in
              enumerate((s, name) for s in scenarios for name in senders)}
     results.sort(key=lambda r: place[(r.scenario, r.sender)])
     return RunRecord(tuple(results), round(time.monotonic() - started, 3), __version__)
+
+
+# What a forked worker runs: (its index, the number of workers, the file for its share) ->
+# its exit status.
+Work = Callable[[int, int, Path], int]
+
+
+def can_fork() -> bool:
+    """Whether this process may fork workers: on Linux, with no other thread (a fork sees only
+    the forking thread, and a lock another thread held would stay held in the child)."""
+    return sys.platform == "linux" and threading.active_count() == 1
+
+
+@contextlib.contextmanager
+def forked(works: Sequence[Callable[[], int]], logs: Sequence[Path], tmpdirs: Sequence[Path]
+           ) -> Iterator[list[Forked]]:
+    """A fork of this process for every work, each in a process group of its own (so a
+    Ctrl-C at the terminal reaches only this process, which stops them), its output going to
+    its log and its TMPDIR the given folder; killed with this process. Whatever still runs when
+    the block ends is killed and reaped."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()  # the objects made so far stay out of every collection, here and in the forks
+    procs: list[Forked] = []
+    try:
+        for work, log, tmpdir in zip(works, logs, tmpdirs, strict=True):
+            pid = os.fork()
+            if pid == 0:
+                _child(work, log, tmpdir)
+            procs.append(Forked(pid))
+        yield procs
+    finally:
+        gc.unfreeze()
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _child(work: Callable[[], int], log: Path, tmpdir: Path) -> NoReturn:
+    """In a forked worker: never returns into the caller's frames (their `finally` blocks
+    belong to the parent), whatever happens."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        die_with_parent()
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.close(null)
+        # New streams on the new descriptors: the parent's may hold a lock or buffered bytes.
+        sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+        sys.stdout = open(1, "w", encoding="utf-8", errors="backslashreplace",  # noqa: SIM115
+                          closefd=False)
+        sys.stderr = open(2, "w", buffering=1, encoding="utf-8",  # noqa: SIM115
+                          errors="backslashreplace", closefd=False)
+        os.environ["TMPDIR"] = str(tmpdir)
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+        code = work()
+    except KeyboardInterrupt:
+        code = INTERRUPTED
+    except BaseException:  # noqa: BLE001 - a worker's crash is told in its log, as a process's
+        traceback.print_exc()
+        code = 1
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+class Forked:
+    """A forked worker, as `isolate.wait_all` waits for it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
 
 
 def write_share(path: Path, record: RunRecord) -> None:
