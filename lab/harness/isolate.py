@@ -195,11 +195,10 @@ def _command(prefix: list[str], folder: Path, argv: Sequence[str]
 def wait_all(procs: Sequence[Child], watch: Callable[[], None] | None = None, *,
              isolated: bool = True) -> list[int]:
     """`_wait` for several inner runs (or forked workers) at once, calling `watch` every
-    50 ms. Ctrl-C, SIGTERM
-    or SIGHUP stops every one with SIGTERM, which each handles as a clean stop whatever its
-    SIGINT (ignored in a `cmd &` of a script): a plain worker's whole group gets it; in
-    namespaces, the namespace's init does (`unshare` would die of it, and take the run along
-    unstopped). Once stopped, every status is 130: the run as a whole was interrupted."""
+    50 ms. Ctrl-C, SIGTERM or SIGHUP stops every one with SIGTERM, which each handles as a
+    clean stop whatever its SIGINT (ignored in a `cmd &` of a script): a plain worker's whole
+    group gets it; in namespaces, the namespace's init does (`unshare` would die of it, and
+    take the run along unstopped). Once stopped, every status is 130: the run as a whole was interrupted."""
     stop_at: float | None = None
 
     def on_term(signum: int, frame: object) -> None:
