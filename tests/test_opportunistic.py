@@ -3,20 +3,27 @@ receiver: port 0, real TLS, no mocks."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.resolver
 import pytest
+from dnslib import DNSLabel, DNSRecord
 
+from downgrade_lab.core.dnsserve import serve
 from downgrade_lab.core.model import DnsSpec, MessageSpec, ReceiverSpec, World
 from downgrade_lab.harness.pki import PKI
 from downgrade_lab.senders.base import Message, Sender, SendReport
 from downgrade_lab.senders.builtin.dnsclient import DnsClient, LookupFailed, NoRecords, NxDomain
 from downgrade_lab.senders.builtin.opportunistic import ATTEMPT_TIMEOUT_S, OpportunisticSender
 from downgrade_lab.senders.env import LabEnv
-from downgrade_lab.services.dns import DnsServer, build_zone
+from downgrade_lab.services.dns import DnsServer, Zone, build_zone
 from downgrade_lab.services.receiver import Receiver
 
 DOMAIN = "example.test"
@@ -213,3 +220,120 @@ async def test_dns_client_errors(net: Net, fault: tuple[tuple[str, str], ...], n
     assert name in str(info.value)
     if error is LookupFailed:
         assert not isinstance(info.value, NoRecords)
+
+
+async def test_dns_client_asks_again_over_tcp_when_the_answer_is_truncated(net: Net) -> None:
+    records = tuple((f"v=STSv1; id={i:040d}",) for i in range(12))  # about 700 octets
+    net.use(world(sts_txt=records))
+    got = await DnsClient(net.env()).resolve_txt(f"_mta-sts.{DOMAIN}")
+    assert sorted(got) == sorted(r[0] for r in records)
+    queries = net.dns.take_queries()
+    assert [(q.transport, q.note.startswith("truncated")) for q in queries] == [
+        ("udp", True), ("tcp", False)]
+
+
+@pytest.mark.parametrize("name", ["a..example.test", "x" * 64 + ".example.test"])
+async def test_dns_client_refuses_a_name_no_question_can_carry(net: Net, name: str) -> None:
+    with pytest.raises(LookupFailed, match="lookup failed"):
+        await DnsClient(net.env()).resolve_a(name)
+    assert net.dns.take_queries() == []  # nothing was sent
+
+
+class _Noisy(asyncio.DatagramProtocol):
+    """A UDP DNS server that answers every query from the lab's zone, but first sends what a
+    client must not take for the answer: garbage, the answer with another id, an answer to
+    another question, the query echoed back."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self.transport is not None
+        out = serve(self.zone, data, "udp").out
+        assert out is not None
+        other = DNSRecord.parse(out)
+        other.header.id ^= 1
+        elsewhere = DNSRecord.parse(out)
+        elsewhere.q.qname = DNSLabel("elsewhere.example.test")
+        for junk in (b"\x00garbage", other.pack(), elsewhere.pack(), data):
+            self.transport.sendto(bytes(junk), addr)
+        self.transport.sendto(out, addr)
+
+
+async def test_dns_client_takes_only_the_reply_to_its_question(net: Net) -> None:
+    zone = build_zone(world(mx=(MX2, MX1)), dict.fromkeys([MX1, MX2, DOMAIN], LOOPBACK))
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Noisy(zone),
+                                                       local_addr=(LOOPBACK, 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        env = LabEnv(domain=DOMAIN, dns_host=LOOPBACK, dns_port=port, ca_file=net.pki.ca_file,
+                     ports={})
+        assert await DnsClient(env).resolve_mx(DOMAIN) == [MX2, MX1]
+    finally:
+        transport.close()
+
+
+# The client reads replies as dnspython's resolver does (it replaced it, docs/performance.md):
+# the same lab zone, the same names, the same answer or the same kind of error from both.
+AS_DNSPYTHON = [
+    ((), DOMAIN, "MX"),
+    ((), MX1, "A"),
+    ((), f"_mta-sts.{DOMAIN}", "TXT"),
+    ((), f"nowhere.{DOMAIN}", "A"),
+    ((), MX1, "TXT"),
+    ((), "example.org", "A"),
+    (((f"_mta-sts.{DOMAIN}", "nxdomain"),), f"_mta-sts.{DOMAIN}", "TXT"),
+    (((f"_mta-sts.{DOMAIN}", "servfail"),), f"_mta-sts.{DOMAIN}", "TXT"),
+    (((DOMAIN, "timeout"),), DOMAIN, "MX"),
+]
+
+
+async def _dnspython(env: LabEnv, name: str, rdtype: str) -> list[str] | str:
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(env.dns_host, env.dns_port)]
+    resolver.cache = None
+    try:
+        answer = await resolver.resolve(name, rdtype, search=False, lifetime=0.4)
+    except dns.resolver.NXDOMAIN:
+        return "nxdomain"
+    except dns.resolver.NoAnswer:
+        return "no-records"
+    except dns.exception.DNSException:
+        return "failed"
+    if rdtype == "MX":
+        return [r.exchange.to_text().rstrip(".") for r in sorted(answer, key=lambda r: r.preference)]
+    if rdtype == "TXT":
+        return sorted(b"".join(r.strings).decode() for r in answer)
+    return [r.address for r in answer]
+
+
+async def _ours(env: LabEnv, name: str, rdtype: str) -> list[str] | str:
+    client = DnsClient(env, timeout=0.2, lifetime=0.4)
+    try:
+        if rdtype == "MX":
+            return await client.resolve_mx(name)
+        if rdtype == "TXT":
+            return sorted(await client.resolve_txt(name))
+        return await client.resolve_a(name)
+    except NxDomain:
+        return "nxdomain"
+    except NoRecords:
+        return "no-records"
+    except LookupFailed:
+        return "failed"
+
+
+@pytest.mark.parametrize(("fault", "name", "rdtype"), AS_DNSPYTHON,
+                         ids=[f"{n}-{t}-{f[0][1] if f else 'plain'}" for f, n, t in AS_DNSPYTHON])
+async def test_dns_client_answers_as_dnspython_does(net: Net, fault: tuple[tuple[str, str], ...],
+                                                    name: str, rdtype: str) -> None:
+    net.use(world(fault=fault, sts_txt=(("v=STSv1; ", "id=abc"),),
+                  cname=((f"_mta-sts.{DOMAIN}", "sts.other.test"),) if not fault else ()))
+    env = net.env()
+    theirs, ours = await _dnspython(env, name, rdtype), await _ours(env, name, rdtype)
+    assert ours == theirs

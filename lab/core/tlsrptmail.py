@@ -15,9 +15,12 @@ from email import message_from_bytes
 from email import policy as email_policy
 from email.message import Message
 from email.utils import formatdate, make_msgid
+from typing import TYPE_CHECKING
 
-from .dkim import DkimFacts, inspect_signature
 from .tlsrpt import MEDIA_GZIP, MEDIA_JSON
+
+if TYPE_CHECKING:
+    from .dkim import DkimFacts
 
 REPORT_TYPE = "tlsrpt"  # multipart/report; report-type="tlsrpt" (RFC 8460 §5.3)
 
@@ -132,6 +135,8 @@ def read_mail(data: bytes) -> MailedReport:
     else:
         payload = part.get_payload(decode=True)
         body = payload if isinstance(payload, bytes) else None
+    from .dkim import inspect_signature  # dkimpy (and through it dnspython): mailed reports only
+
     dkim = inspect_signature(data)
     if dkim is None:
         problems.append("mail: no DKIM-Signature (RFC 8460 §5.3: reports sent via SMTP MUST "

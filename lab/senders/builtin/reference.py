@@ -22,7 +22,6 @@ import time
 from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any
 
-from ...core.dane import HostPlan, Tlsa, authenticate, plan_host
 from ...core.policy import Policy, PolicyError, validate_fetch
 from ...core.policycache import PolicyCache, TxtFailure, discover
 from ...errors import SenderError
@@ -34,6 +33,7 @@ from .smtpclient import Attempt, deliver_via_mx
 from .tlsreporter import Applied, Reporter
 
 if TYPE_CHECKING:
+    from ...core.dane import HostPlan
     from .dnssecclient import ValidatingResolver
 
 # F-06: how long the policy host may take to answer. The RFC suggests about a minute; the fetch
@@ -287,6 +287,8 @@ class ReferenceSender:
                           self._extra(notes, attempts, []))
 
     async def _plan(self, host: str, now: float) -> HostPlan:
+        from ...core.dane import HostPlan, Tlsa, plan_host  # DANE labs only, as dnssecclient
+
         assert self._dane is not None
         address = await self._dane.lookup(host, "A", now)
         if address.security != "secure":
@@ -303,6 +305,8 @@ class ReferenceSender:
                             host: str, domain: str, message: Message, deadline: float,
                             now: float, attempts: list[Attempt]) -> Attempt | None:
         """One host under its DANE plan; None when MTA-STS rules the host out (M-02)."""
+        from ...core.dane import authenticate
+
         assert self._env is not None
         timeout = min(ATTEMPT_TIMEOUT_S, remaining(deadline))
         if plan.plan in ("dane", "mandatory-tls"):
