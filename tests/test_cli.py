@@ -249,7 +249,9 @@ def test_only_the_commands_own_process_trims_its_start_and_exit(how: str) -> Non
         "print(json.dumps({'code': code, 'aiodns': sys.modules.get('aiodns', 'absent') is None,"
         " 'trusted': len(c._SSL_CONTEXT_VERIFIED.get_ca_certs()) if hasattr(c,"
         " '_SSL_CONTEXT_VERIFIED') else None, 'threshold': gc.get_threshold()[0],"
-        " 'frozen': gc.get_freeze_count() > 0, 'env': 'SSL_CERT_FILE' in os.environ}))\n")
+        " 'frozen': gc.get_freeze_count() > 0, 'env': 'SSL_CERT_FILE' in os.environ,"
+        " 'resolver': 'dns.resolver' in sys.modules, 'dkim': 'dkim' in sys.modules and"
+        " sys.modules['dkim'].get_txt.__module__}))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, env=env,
                           capture_output=True, timeout=60, check=False)
@@ -259,5 +261,9 @@ def test_only_the_commands_own_process_trims_its_start_and_exit(how: str) -> Non
     assert facts["aiodns"] is own  # blocked (None in sys.modules) only in the command's process
     assert facts["threshold"] == (cli.LAB_GC_THRESHOLD[0] if own else 700)
     assert facts["frozen"] is own  # the exit's collections skip what the run left
+    # the run mailed its TLS report, so dkimpy was loaded; with dnspython's resolver only in a
+    # host (the command's own process gives dkimpy its key table, never a DNS lookup)
+    assert facts["dkim"] == ("dkim" if own else "dkim.dnsplug")
+    assert facts["resolver"] is not own
     if facts["trusted"] is not None:  # aiohttp's default verified context: empty only there
         assert (facts["trusted"] == 0) is own

@@ -13,14 +13,29 @@ from __future__ import annotations
 
 import base64
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
-import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
+
+# dkimpy looks keys up with dnspython's resolver unless the verifier is given a `dnsfunc`, and
+# the lab always gives one (the key table below). In the command's own process, which the CLI
+# marks by hiding aiodns (lab/frontends/cli.py), dkimpy is imported with dnspython's resolver
+# hidden as well, and takes its own fallback (a lookup that raises, never called): a run then
+# does not import dnspython at all unless it signs DNS (DANE), about 30 ms of a one-scenario run
+# (docs/performance.md). A host that imports the lab keeps dkimpy's DNS lookups.
+_HIDE_RESOLVER = sys.modules.get("aiodns", False) is None and "dns.resolver" not in sys.modules
+if _HIDE_RESOLVER:
+    sys.modules["dns.resolver"] = None  # type: ignore[assignment]
+try:
+    import dkim
+    from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
+finally:
+    if _HIDE_RESOLVER and sys.modules.get("dns.resolver", False) is None:
+        del sys.modules["dns.resolver"]
 
 SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type",
                   "tls-report-domain", "tls-report-submitter")

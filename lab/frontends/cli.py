@@ -296,7 +296,8 @@ def _import_aiohttp_lab_trust_only() -> None:
     # Nor aiodns (pycares), for the process's life, where it is installed (postfix-mta-sts-
     # resolver brings it): aiohttp would make it its default resolver and dkimpy its async
     # verifier, neither of which the lab uses (its clients resolve through the lab DNS, the
-    # collector verifies synchronously); importing it costs about 20 ms.
+    # collector verifies synchronously); importing it costs about 20 ms. lab/core/dkim.py reads
+    # this mark as "the command's own process" and imports dkimpy without dnspython's resolver.
     sys.modules.setdefault("aiodns", None)  # type: ignore[arg-type]
     try:
         import aiohttp  # noqa: F401
