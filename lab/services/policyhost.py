@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from aiohttp import web
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response, StreamResponse
+from aiohttp.web_server import Server
 
 from ..core.model import Attack, PolicySpec
 from ..core.policyserve import (
@@ -119,7 +121,7 @@ class PolicyHost(HttpsHost):
         self._handshakes: list[Handshake] = []
         self._conns: set[asyncio.Transport] = set()  # every accepted TCP connection
         self._tasks: set[asyncio.Task[None]] = set()  # TLS upgrades under way
-        self._http: web.Server | None = None
+        self._http: Server | None = None
         self._tls: ssl.SSLContext | None = None
         self._holder: socket.socket | None = None
         self._server: asyncio.Server | None = None
@@ -157,7 +159,7 @@ class PolicyHost(HttpsHost):
     async def _start(self) -> None:
         host = require_lab_address(self.bind_host)
         tls = self._server_context(self.policy_host, chain=False)  # _on_hello picks the chain
-        self._http = web.Server(self._handle, access_log=None)  # take_requests() is the log
+        self._http = Server(self._handle, access_log=None)  # take_requests() is the log
         self._tls = tls
         self._holder = self._socket(host, self.port)
         self.port = self._holder.getsockname()[1]
@@ -298,7 +300,7 @@ class PolicyHost(HttpsHost):
             return
         app.connection_made(tls)
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: BaseRequest) -> StreamResponse:
         policy, trickle_s = self._policy, self._trickle_s
         try:
             reply = route(policy, request.method, request.path)
@@ -314,13 +316,13 @@ class PolicyHost(HttpsHost):
             await asyncio.sleep(policy.delay_s)  # the configured slowness, not a readiness wait
         if trickles(trickle_s, reply, request.method):
             return await self._trickle(request, reply, trickle_s)
-        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+        return Response(status=reply.status, body=reply.body, headers=reply.headers)
 
-    async def _trickle(self, request: web.BaseRequest, reply: Reply,
-                       trickle_s: float) -> web.StreamResponse:
+    async def _trickle(self, request: BaseRequest, reply: Reply,
+                       trickle_s: float) -> StreamResponse:
         # RFC 8461 §3.3 (F-06): a body that creeps in must end in a fetch failure, never in a
         # policy built from what arrived so far.
-        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        response = StreamResponse(status=reply.status, headers=reply.headers)
         response.content_length = len(reply.body)
         await response.prepare(request)
         try:

@@ -19,7 +19,10 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import Response, StreamResponse
+from aiohttp.web_server import Server
 
 from ..core.tlsrpt import MEDIA_GZIP, MEDIA_JSON
 from ..core.tlsrptcheck import decode_report, media_type, validate_report
@@ -126,7 +129,7 @@ class TlsRptCollector(HttpsHost):
                  port: int = 0) -> None:
         super().__init__(pki, domain, bind_host=bind_host, port=port)
         self._reports: list[ReceivedReport] = []
-        self._http: web.Server | None = None
+        self._http: Server | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -145,7 +148,7 @@ class TlsRptCollector(HttpsHost):
         except OSError as exc:
             raise ServiceError(f"tlsrpt: cannot load the certificate of {self.host}: {exc}") from exc
         # aiohttp caps a request body at 1 MiB: a bigger POST is kept as an empty, broken report
-        self._http = web.Server(self._handle, access_log=None)
+        self._http = Server(self._handle, access_log=None)
         try:
             self._server = await asyncio.get_running_loop().create_server(
                 self._http, host, self.port, ssl=ctx)
@@ -168,12 +171,12 @@ class TlsRptCollector(HttpsHost):
             await self._server.wait_closed()
             self._server = None
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: BaseRequest) -> StreamResponse:
         try:
             ctype = request.headers.get("Content-Type")
             try:
                 body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
+            except HTTPRequestEntityTooLarge:
                 body, ctype = b"", None
             doc, error, problems = check_body(body, ctype)
             status = status_for(request.method, request.path, ctype, error)
@@ -189,4 +192,4 @@ class TlsRptCollector(HttpsHost):
         except Exception as exc:
             self.record_error(exc)
             raise
-        return web.Response(status=status, text="ok\n" if status == 200 else f"{status}\n")
+        return Response(status=status, text="ok\n" if status == 200 else f"{status}\n")
