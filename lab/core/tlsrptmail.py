@@ -135,7 +135,7 @@ def read_mail(data: bytes) -> MailedReport:
     else:
         payload = part.get_payload(decode=True)
         body = payload if isinstance(payload, bytes) else None
-    from .dkim import inspect_signature  # dkimpy (and through it dnspython): mailed reports only
+    from .dkim import inspect_signature  # dkimpy and PyNaCl: mailed reports only
 
     dkim = inspect_signature(data)
     if dkim is None:
