@@ -43,6 +43,7 @@ def test_labels_of_a_name(name: str, want: tuple[bytes, ...]) -> None:
 
 @pytest.mark.parametrize("name", [
     "a..test",  # an empty label
+    "a.test..",  # one trailing dot is the root; a second is an empty label
     ".test",
     "a" * 64 + ".test",  # a label over 63 octets
     ".".join(["a" * 63] * 4),  # 256 octets on the wire
@@ -53,7 +54,7 @@ def test_a_name_no_question_can_carry_is_refused(name: str) -> None:
 
 
 def test_the_question_asks_once_with_recursion_and_no_edns() -> None:
-    packet = DNSRecord.parse(stubdns.Question(513, stubdns.labels(NAME), "TXT").packet())
+    packet = DNSRecord.parse(stubdns.Question(513, stubdns.labels(NAME), "TXT").packet)
     assert (packet.header.id, packet.header.qr, packet.header.rd) == (513, 0, 1)
     assert [(str(q.qname), q.qtype) for q in packet.questions] == [(f"{NAME}.", QTYPE.TXT)]
     assert packet.ar == [] and packet.rr == []

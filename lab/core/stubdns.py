@@ -17,6 +17,7 @@ reply (RFC 5452 §4.1): the client keeps waiting for it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import dnslib
 from dnslib.buffer import BufferError as DnsBufferError
@@ -25,7 +26,6 @@ from dnslib.label import DNSLabelError
 
 MAX_CHAIN = 16  # CNAME hops followed in one answer (dnspython's limit)
 MAX_NAME = 255  # RFC 1035 §2.3.4: octets of a name on the wire
-MAX_LABEL = 63
 QTYPES = {"A": dnslib.QTYPE.A, "MX": dnslib.QTYPE.MX, "TXT": dnslib.QTYPE.TXT}
 CLASS_IN = 1
 
@@ -51,11 +51,12 @@ def labels(name: str) -> tuple[bytes, ...]:
     if not text:
         return ()
     try:
+        # the codec refuses an empty label or one over 63 octets, but lets one trailing dot by
         parts = tuple(text.encode("idna").split(b"."))
-    except UnicodeError as exc:  # an empty or over-long label, or one IDNA cannot encode
+    except UnicodeError as exc:
         raise BadName(f"{name!r}: {exc}") from None
-    if any(not p or len(p) > MAX_LABEL for p in parts):
-        raise BadName(f"{name!r}: an empty label or one over {MAX_LABEL} octets")
+    if b"" in parts:  # "a.test..": the second trailing dot
+        raise BadName(f"{name!r}: an empty label")
     if sum(len(p) + 1 for p in parts) + 1 > MAX_NAME:
         raise BadName(f"{name!r}: over {MAX_NAME} octets")
     return parts
@@ -69,9 +70,11 @@ class Question:
     name: tuple[bytes, ...]
     rdtype: str
 
+    @cached_property
     def packet(self) -> bytes:
         """The query: one question, recursion desired, no EDNS (as dnspython's resolver asks
-        by default: an answer over 512 octets comes truncated and is asked again over TCP)."""
+        by default: an answer over 512 octets comes truncated and is asked again over TCP).
+        Made once, for every try over UDP and the one over TCP."""
         q = dnslib.DNSRecord(dnslib.DNSHeader(id=self.qid, rd=1),
                              q=dnslib.DNSQuestion(dnslib.DNSLabel(self.name),
                                                   QTYPES[self.rdtype]))
@@ -88,9 +91,13 @@ class Question:
             return None
         q = reply.q
         if (q.qtype != QTYPES[self.rdtype] or q.qclass != CLASS_IN
-                or _key(q.qname) != tuple(p.lower() for p in self.name)):
+                or _key(q.qname) != self._lower):
             return None
         return reply
+
+    @cached_property
+    def _lower(self) -> tuple[bytes, ...]:
+        return tuple(p.lower() for p in self.name)
 
 
 def _key(label: dnslib.DNSLabel) -> tuple[bytes, ...]:
@@ -102,7 +109,7 @@ def truncated(reply: dnslib.DNSRecord) -> bool:
 
 
 def read(reply: dnslib.DNSRecord) -> Reading:
-    """What `reply` (already matched by `reply_to`) answers to its own question."""
+    """What `reply` (already matched by `Question.reply`) answers to its own question."""
     rcode = reply.header.rcode
     if rcode not in (dnslib.RCODE.NOERROR, dnslib.RCODE.NXDOMAIN):
         return Reading("failed", why=f"the server answered {dnslib.RCODE.get(rcode)}")

@@ -146,7 +146,7 @@ class DnsClient:
         transport, proto = await loop.create_datagram_endpoint(
             lambda: _Reply(ask), remote_addr=self._server)
         try:
-            transport.sendto(ask.packet())
+            transport.sendto(ask.packet)
             return await asyncio.wait_for(proto.got, wait_s)
         finally:
             transport.close()
@@ -154,7 +154,7 @@ class DnsClient:
     async def _tcp(self, ask: stubdns.Question) -> Any:
         reader, writer = await asyncio.open_connection(*self._server)
         try:
-            packet = ask.packet()
+            packet = ask.packet
             writer.write(struct.pack("!H", len(packet)) + packet)
             while True:  # RFC 7766 §7: replies carry their id; others are not ours
                 size = struct.unpack("!H", await reader.readexactly(2))[0]
