@@ -17,9 +17,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 # dkimpy looks keys up with dnspython's resolver unless the verifier is given a `dnsfunc`, and
 # the lab always gives one (the key table below). In the command's own process, which the CLI
@@ -32,6 +35,7 @@ if _HIDE_RESOLVER:
     sys.modules["dns.resolver"] = None  # type: ignore[assignment]
 try:
     import dkim
+    import nacl.signing  # dkimpy's own Ed25519 (RFC 8463), imported by it as well
     from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizationPolicyError
 finally:
     if _HIDE_RESOLVER and sys.modules.get("dns.resolver", False) is None:
@@ -42,23 +46,33 @@ SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version",
 _CANON = (b"relaxed", b"relaxed")
 _PUBLISHED: dict[str, bytes] = {}  # "s._domainkey.d" -> its TXT record; see publish()
 
-PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
-PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+# The lab's key is Ed25519 in PyNaCl's types, which dkimpy signs and verifies with; an RSA key
+# (cryptography's, for tests of rsa-sha256) is the other kind. cryptography is imported only
+# for one: a report signed with the lab key does not load it (docs/performance.md).
+if TYPE_CHECKING:
+    PrivateKey: TypeAlias = nacl.signing.SigningKey | rsa.RSAPrivateKey
+    PublicKey: TypeAlias = nacl.signing.VerifyKey | rsa.RSAPublicKey
 
 
 @cache
-def lab_key() -> ed25519.Ed25519PrivateKey:
+def lab_key() -> nacl.signing.SigningKey:
     """One Ed25519 key per process (RFC 8463 §3)."""
-    return ed25519.Ed25519PrivateKey.generate()
+    return nacl.signing.SigningKey.generate()
+
+
+def lab_public_key() -> nacl.signing.VerifyKey:
+    """The public half of `lab_key()`, what `publish()` publishes."""
+    return lab_key().verify_key
 
 
 def key_record(key: PublicKey) -> bytes:
     """The DKIM key TXT record for `key` (RFC 6376 §3.6.1; RFC 8463 §4.2: k=ed25519, p= the
     raw 32-byte public key), with RFC 8460 §3's service type `s=tlsrpt`, which §5.3 says the
     record SHOULD carry."""
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return b"v=DKIM1; k=ed25519; s=tlsrpt; p=" + base64.b64encode(raw)
+    if isinstance(key, nacl.signing.VerifyKey):
+        return b"v=DKIM1; k=ed25519; s=tlsrpt; p=" + base64.b64encode(bytes(key))
+    from cryptography.hazmat.primitives import serialization
+
     der = key.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return b"v=DKIM1; k=rsa; s=tlsrpt; p=" + base64.b64encode(der)
@@ -66,10 +80,10 @@ def key_record(key: PublicKey) -> bytes:
 
 def _signing_key(key: PrivateKey) -> tuple[bytes, bytes]:
     """(dkimpy's private key form, a= algorithm) for `key`."""
-    if isinstance(key, ed25519.Ed25519PrivateKey):  # dkimpy takes the base64 32-byte seed
-        raw = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                serialization.NoEncryption())
-        return base64.b64encode(raw), b"ed25519-sha256"
+    if isinstance(key, nacl.signing.SigningKey):  # dkimpy takes the base64 32-byte seed
+        return base64.b64encode(bytes(key)), b"ed25519-sha256"
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(serialization.Encoding.PEM,
                             serialization.PrivateFormat.TraditionalOpenSSL,
                             serialization.NoEncryption())

@@ -248,6 +248,21 @@ class Scenario:
                 seen.setdefault(host, None)
         return tuple(seen)
 
+    def certificates(self) -> tuple[tuple[str, str], ...]:
+        """The (host, variant) certificates the scenario's lab presents to a sender that asks
+        for the names it should, in first-seen order: every MX host in each step's receiver
+        variant, the policy host in its policy's, the TLS-RPT collector's. Only a hint to have
+        them made early (lab/harness/pki.py); anything else is made when it is asked for."""
+        seen: dict[tuple[str, str], None] = {}
+        for step in self.steps:
+            world = step.world
+            for host in world.dns.mx:
+                seen.setdefault((host.lower().rstrip("."), world.receiver.cert), None)
+            if world.policy is not None:
+                seen.setdefault((world.policy_host, world.policy.cert), None)
+            seen.setdefault((world.tlsrpt_host, "valid"), None)
+        return tuple(seen)
+
     def needs(self) -> frozenset[str]:
         """Sender capabilities the scenario needs (a sender lacking one is SKIP)."""
         need = set()

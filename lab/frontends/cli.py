@@ -29,6 +29,7 @@ from .console import UsageError as UsageError
 
 if TYPE_CHECKING:
     from ..core.record import RunRecord
+    from ..harness.pki import PKI
     from ..harness.topology import Topology
 
 
@@ -266,9 +267,40 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> int:
     if command is None:
         raise UsageError(f"unknown command {args.command!r}")
     if _OWN_PROCESS and args.command in _LAB_COMMANDS:
+        if args.command == "run" and not args.isolate:  # --isolate runs the labs elsewhere
+            _start_pki()
         _import_aiohttp_lab_trust_only()
         gc.set_threshold(*LAB_GC_THRESHOLD)
-    return command(args, env)
+    try:
+        return command(args, env)
+    finally:
+        _early_pki(None)  # not taken (a usage error, a run of workers): stop its maker
+
+
+# The lab PKI of a `run`, started by `_dispatch` before the rest of the lab is imported: its
+# certificate maker (a process of its own, lab/harness/pki.py) makes the CA and the
+# certificates on the second core meanwhile. Taken by the run that stays in this process.
+_EARLY_PKI: list[PKI] = []
+
+
+def _start_pki() -> None:
+    from ..harness.pki import PKI
+
+    _EARLY_PKI.append(PKI(background=True))
+
+
+def _early_pki(scenarios: list[Scenario] | None) -> PKI | None:
+    """The PKI `_dispatch` started, asked for the certificates `scenarios` will present, for
+    the caller to use and close; with None, or when it must not be used in this process (a
+    run in several processes forks its workers), closed here."""
+    if not _EARLY_PKI:
+        return None
+    pki = _EARLY_PKI.pop()
+    if scenarios is None:
+        pki.close()
+        return None
+    pki.prepare(cert for s in scenarios for cert in s.certificates())
+    return pki
 
 
 # Set by `entry()`: the process is the command's own, not a test's or a plugin's host.
@@ -435,6 +467,8 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.workers is not None and args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
     workers = args.workers or default_workers(len(scenarios) * len(senders))
+    pki = _early_pki(scenarios if _stays_here(args, topology, workers,
+                                              len(scenarios) * len(senders)) else None)
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
         record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None
@@ -450,10 +484,22 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
         return _work_share(scenarios, senders, jobs, env, topology, n, out,
                            capture=args.pcap is not None)
     else:
-        record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
-                                                capture=args.pcap is not None,
-                                                topology=topology))
+        try:
+            record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
+                                                    capture=args.pcap is not None,
+                                                    topology=topology, pki=pki))
+        finally:
+            if pki is not None:
+                pki.close()
     return _report(record, args, env)
+
+
+def _stays_here(args: argparse.Namespace, topology: Topology | None, workers: int,
+                pairs: int) -> bool:
+    """Whether `_cmd_run` runs the labs of a loopback run in this process, one event loop for
+    every pair (its last branch), not in workers."""
+    return (topology is not None and not topology.isolated and args.worker_shard is None
+            and min(workers, pairs) <= 1)
 
 
 def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
@@ -580,15 +626,15 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Environment], int]] = {
 async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs: int,
                              env: Environment, *, capture: bool = False,
                              topology: Topology,
-                             claim: Callable[[int | None], int | None] | None = None
-                             ) -> RunRecord:
+                             claim: Callable[[int | None], int | None] | None = None,
+                             pki: PKI | None = None) -> RunRecord:
     from ..harness.runner import run_all
     from .progress import progress
 
     # a worker that claims its pairs (`claim`) counts its own against the whole run's
     with progress(env, len(scenarios) * len(senders)) as tick:
         return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
-                             topology=topology, claim=claim)
+                             topology=topology, claim=claim, pki=pki)
 
 
 # --workers by default: a process per core pays off from about this many pairs (a worker's

@@ -8,74 +8,50 @@ trusts) and `self-signed`. Private keys are written 0600 inside a private (0700)
 
 from __future__ import annotations
 
-import datetime as dt
 import os
+import select
 import shutil
 import ssl
+import subprocess
+import sys
 import tempfile
 import time
 import weakref
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, NoReturn
 
 from ..core.model import CERT_VARIANTS
 from ..errors import LabError
+from .certs import CA_FILE, WRONG_NAME, leaf_paths
 
 if TYPE_CHECKING:
     from ..core.dnssec import LabKeys
+    from .certs import Issuer
 
-WRONG_NAME = "wrong-name.invalid"
+__all__ = ["PKI", "WRONG_NAME"]
 
-
-def _write_private(path: Path, data: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
-
-
-def _self_signed(host: str) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+MAKER = Path(__file__).with_name("certs.py")
+MAKER_TIMEOUT_S = 30.0  # a maker that has not answered by then is stuck
 
 
 class PKI:
-    """The lab CA plus a cache of leaf certificates, keyed by (host, variant)."""
+    """The lab CA plus a cache of leaf certificates, keyed by (host, variant).
 
-    def __init__(self, parent_dir: str | None = None) -> None:
+    Made in this process by default (lab/harness/certs.py: trustme and cryptography, imported
+    here). With `background=True`, a certificate maker process makes them instead (certs.py as
+    a script), while this one goes on: the command's own process starts its PKI before it
+    imports the rest of the lab, which takes that long, and never imports trustme and
+    cryptography's X.509 at all (about 40 ms of a one-scenario run, docs/performance.md).
+    `prepare()` asks for certificates before anything needs them."""
+
+    def __init__(self, parent_dir: str | None = None, *, background: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="downgrade-lab-", dir=parent_dir))
         # The keys go with the PKI even if close() is never called: when it is collected, or at
         # interpreter exit (a crashed run, a script that forgot).
         self._remove = weakref.finalize(self, shutil.rmtree, self.dir, ignore_errors=True)
         os.chmod(self.dir, 0o700)
-        self._ca = trustme.CA(organization_name="Downgrade Lab CA")
-        self._rogue_ca: trustme.CA | None = None
-        self.ca_file = self.dir / "lab-ca.pem"
-        self.ca_file.write_bytes(self._ca.cert_pem.bytes())
         self._files: dict[tuple[str, str], tuple[Path, Path]] = {}
         self._contexts: dict[tuple[str, str], ssl.SSLContext] = {}
         self._listeners: dict[tuple[str, str, tuple[str, ...]], ssl.SSLContext] = {}
@@ -83,6 +59,37 @@ class PKI:
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
         self._dnssec: LabKeys | None = None
         self._closed = False
+        self._issuer: Issuer | None = None
+        self._maker: subprocess.Popen[bytes] | None = None
+        self._unread = b""  # what the maker wrote after the answer last read
+        self._asked: deque[tuple[str, str]] = deque()  # requests the maker has not answered
+        self._answers: dict[tuple[str, str], str] = {}
+        self._ca_ready = False
+        self._end: weakref.finalize[..., PKI] | None = None
+        if background and MAKER.is_file():
+            try:
+                self._maker = subprocess.Popen(
+                    [sys.executable, "-P", str(MAKER), str(self.dir)], stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+            except OSError:
+                self._maker = None
+            else:
+                self._asked.append(("", "ca"))  # its first answer: the CA is written
+                # the maker's own lifetime: it ends when its input does, at close() or with us
+                # (at interpreter exit, finalizers run newest first: before the folder goes)
+                self._end = weakref.finalize(self, _end_maker, self._maker)
+        if self._maker is None:
+            self._issuer = _issuer()
+            (self.dir / CA_FILE).write_bytes(self._issuer.ca_pem)
+            self._ca_ready = True
+
+    @property
+    def ca_file(self) -> Path:
+        """The lab CA certificate (PEM), once it exists."""
+        if not self._ca_ready:
+            self._await(("", "ca"))
+            self._ca_ready = True
+        return self.dir / CA_FILE
 
     def dnssec_keys(self) -> LabKeys:
         """The DNSSEC keys that go with this PKI, made on first use (a signed scenario's):
@@ -94,63 +101,87 @@ class PKI:
             self._dnssec = LabKeys(born=time.time())
         return self._dnssec
 
+    def prepare(self, wanted: Iterable[tuple[str, str]]) -> None:
+        """Ask for (host, variant) certificates now, so that a background maker has them
+        when they are needed; in this process, nothing is made ahead. Bad names are refused
+        either way."""
+        keys = [_key(host, variant) for host, variant in wanted]
+        if self._maker is not None:
+            for key in keys:
+                self._ask(key)
+
     def cert_files(self, host: str, variant: str = "valid") -> tuple[Path, Path]:
         """(certificate chain PEM, private key PEM) for `host` in `variant`."""
-        if variant not in CERT_VARIANTS:
-            raise LabError(f"unknown certificate variant {variant!r} (allowed: {', '.join(CERT_VARIANTS)})")
+        key = _key(host, variant)
         if self._closed:
             raise LabError("the lab PKI is closed")
-        host = host.lower().rstrip(".")
-        key = (host, variant)
         if key not in self._files:
-            chain, private = self._issue(host, variant)
-            stem = f"{host}.{variant}"
-            cert_path = self.dir / f"{stem}.crt"
-            cert_path.write_bytes(chain)
-            key_path = _write_private(self.dir / f"{stem}.key", private)
-            self._files[key] = (cert_path, key_path)
+            if self._issuer is not None:
+                self._files[key] = self._issuer.write(self.dir, *key)
+            else:
+                self._ask(key)
+                self._await(key)
+                self._files[key] = leaf_paths(self.dir, *key)
         return self._files[key]
 
-    def _issue(self, host: str, variant: str) -> tuple[bytes, bytes]:
-        if variant == "self-signed":
-            return _self_signed(host)
-        ca = self._ca
-        not_before: dt.datetime | None = None
-        not_after: dt.datetime | None = None
-        names = [host]
-        if variant == "expired":
-            now = dt.datetime.now(dt.UTC)
-            not_before, not_after = now - dt.timedelta(days=30), now - dt.timedelta(days=1)
-        elif variant == "wrong-name":
-            names = [WRONG_NAME]
-        elif variant == "untrusted":
-            if self._rogue_ca is None:
-                self._rogue_ca = trustme.CA(organization_name="Untrusted Rogue CA")
-            ca = self._rogue_ca
-        leaf = ca.issue_cert(*names, common_name=names[0], not_before=not_before,
-                             not_after=not_after)
-        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-        if ca is self._ca:
-            # The chain ends with the lab CA, as RFC 7672 §3.1.2 asks of a DANE-TA(2) server:
-            # a `2 x 1` record names the CA by digest, so the client must be shown it.
-            chain += self._ca.cert_pem.bytes()
-        return chain, leaf.private_key_pem.bytes()
+    def _ask(self, key: tuple[str, str]) -> None:
+        if key in self._answers or key in self._asked:
+            return
+        assert self._maker is not None and self._maker.stdin is not None
+        try:
+            self._maker.stdin.write(f"{key[0]} {key[1]}\n".encode("ascii"))
+        except (BrokenPipeError, ValueError):
+            self._maker_failed()
+        self._asked.append(key)
+
+    def _await(self, key: tuple[str, str]) -> None:
+        """Read the maker's answers, in the order asked, until `key`'s; raise its error."""
+        if self._maker is None:
+            raise LabError("the lab PKI is closed")
+        while key not in self._answers:
+            if not self._asked:
+                raise LabError(f"no certificate was asked for {key[0]} ({key[1]})")
+            line = self._read_answer()
+            if line is None:
+                self._maker_failed()
+            self._answers[self._asked.popleft()] = line
+        answer = self._answers[key]
+        if answer.startswith("error"):
+            raise LabError(f"cannot make a certificate for {key[0]} ({key[1]}): "
+                           f"{answer.removeprefix('error').strip()}")
+
+    def _read_answer(self, timeout: float = MAKER_TIMEOUT_S) -> str | None:
+        """The maker's next answer line; None if it ended, or said nothing for `timeout` s."""
+        assert self._maker is not None and self._maker.stdout is not None
+        fd = self._maker.stdout.fileno()
+        while b"\n" not in self._unread:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            chunk = os.read(fd, 4096) if ready else b""
+            if not chunk:
+                return None
+            self._unread += chunk
+        line, _, self._unread = self._unread.partition(b"\n")
+        return line.decode("ascii", "replace").strip()
+
+    def _maker_failed(self) -> NoReturn:
+        assert self._maker is not None
+        self._maker.kill()
+        _, err = self._maker.communicate()
+        text = (err or b"").decode("utf-8", "replace").strip()
+        last = text.splitlines()[-1:] or [f"exit {self._maker.returncode}"]
+        raise LabError(f"the certificate maker stopped: {last[0]}")
 
     def leaf_der(self, host: str, variant: str = "valid") -> bytes:
         """The DER of `host`'s certificate in `variant` (what a TLSA record is computed from)."""
-        cert = x509.load_pem_x509_certificate(self.cert_files(host, variant)[0].read_bytes())
-        return cert.public_bytes(serialization.Encoding.DER)
+        return self.chain_der(host, variant)[0]
 
     def chain_der(self, host: str, variant: str = "valid") -> list[bytes]:
         """The DER of every certificate a server for `host` in `variant` presents, leaf first."""
-        pem = self.cert_files(host, variant)[0].read_bytes()
-        return [c.public_bytes(serialization.Encoding.DER)
-                for c in x509.load_pem_x509_certificates(pem)]
+        return _ders(self.cert_files(host, variant)[0].read_text("ascii"))
 
     def ca_der(self) -> bytes:
         """The DER of the lab CA certificate (a DANE-TA trust anchor)."""
-        cert = x509.load_pem_x509_certificate(self._ca.cert_pem.bytes())
-        return cert.public_bytes(serialization.Encoding.DER)
+        return _ders(self.ca_file.read_text("ascii"))[0]
 
     def server_context(self, host: str, variant: str = "valid") -> ssl.SSLContext:
         """A server-side TLS context presenting `host`'s certificate in `variant`."""
@@ -198,11 +229,14 @@ class PKI:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
     def close(self) -> None:
-        """Remove every key and certificate. Idempotent."""
+        """End the certificate maker, if any, and remove every key and certificate.
+        Idempotent."""
         self._closed = True
         self._contexts.clear()
         self._listeners.clear()
         self._files.clear()
+        if self._end is not None:
+            self._end()
         self._remove()
 
     def __enter__(self) -> PKI:
@@ -210,3 +244,40 @@ class PKI:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _key(host: str, variant: str) -> tuple[str, str]:
+    """The cache key of a certificate; a bad variant or host name is refused here."""
+    if variant not in CERT_VARIANTS:
+        raise LabError(f"unknown certificate variant {variant!r} (allowed: {', '.join(CERT_VARIANTS)})")
+    host = host.lower().rstrip(".")
+    if not host or not host.isascii() or not host.isprintable() or " " in host or "/" in host:
+        raise LabError(f"no certificate can be made for the host name {host!r}")
+    return host, variant
+
+
+def _issuer() -> Issuer:
+    from .certs import Issuer
+
+    return Issuer()
+
+
+def _ders(pem: str) -> list[bytes]:
+    """The DER of every certificate in a PEM text, in order."""
+    end = "-----END CERTIFICATE-----"
+    return [ssl.PEM_cert_to_DER_cert(block.strip() + end) for block in pem.split(end)[:-1]]
+
+
+def _end_maker(maker: subprocess.Popen[bytes]) -> None:
+    """Close the maker's input (it stops at its end) and reap it."""
+    try:
+        if maker.stdin is not None:
+            maker.stdin.close()
+        maker.wait(timeout=MAKER_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        maker.kill()
+        maker.wait()
+    finally:
+        for stream in (maker.stdout, maker.stderr):
+            if stream is not None:
+                stream.close()

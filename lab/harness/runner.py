@@ -186,20 +186,22 @@ def _claims_of(plan: ClaimPlan) -> Callable[[int | None], int | None]:
 async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs: int = 1,
                   progress: ProgressFn | None = None, capture: bool = False,
                   topology: Topology = LOOPBACK,
-                  claim: Callable[[int | None], int | None] | None = None
-                  ) -> RunRecord:
+                  claim: Callable[[int | None], int | None] | None = None,
+                  pki: PKI | None = None) -> RunRecord:
     """Every scenario against every sender, at most `jobs` pairs at once, results in order.
     The isolated topology has fixed addresses and ports: one pair at a time. `claim`: run the
     pairs it hands out (indices in catalogue order; told which pair the slot finished) until
     it gives None, as one of several workers sharing the run; the record then holds those
-    pairs only. Alone, the run claims its pairs by the same plan (`selection.claim_plan`)."""
+    pairs only. Alone, the run claims its pairs by the same plan (`selection.claim_plan`).
+    `pki`: the labs' PKI, the caller's to close; by default one of the run's own."""
     started = time.monotonic()
     pairs = [(s, name) for s in scenarios for name in senders]
     results: list[PairRecord | None] = [None] * len(pairs)
     width = 1 if topology.isolated else max(1, jobs)
     if claim is None:
         claim = _claims_of(claim_plan(scenarios, senders, width))
-    pki = PKI()
+    own = pki is None
+    pki = pki or PKI()
     try:
         async def claiming(take: Callable[[int | None], int | None]) -> None:
             done: int | None = None
@@ -215,6 +217,7 @@ async def run_all(scenarios: Sequence[Scenario], senders: Sequence[str], *, jobs
             for _ in range(width):
                 tg.create_task(claiming(claim))
     finally:
-        pki.close()
+        if own:
+            pki.close()
     done = [r for r in results if r is not None]
     return run_record(done, time.monotonic() - started)

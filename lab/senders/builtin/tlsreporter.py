@@ -142,7 +142,7 @@ class Reporter:
                 from ...core import dkim  # dkimpy and PyNaCl: only when a report is mailed
 
                 # the lab's stand-in for SUBMITTER's DNS: the collector verifies against it
-                dkim.publish(SUBMITTER, DKIM_SELECTOR, dkim.lab_key().public_key())
+                dkim.publish(SUBMITTER, DKIM_SELECTOR, dkim.lab_public_key())
                 signed = dkim.sign(mail, domain=SUBMITTER, selector=DKIM_SELECTOR)
                 log.append(await _mail(env, dns, box, signed, report_id))
         return log
