@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from .frontends.cli import entry
+from .frontends.launch import entry
 
 sys.exit(entry())

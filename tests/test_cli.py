@@ -235,29 +235,37 @@ def test_sigterm_while_the_first_lab_starts(tmp_path: Path, sigint: str) -> None
         assert list(tmp.iterdir()) == []
 
 
-# The command's own process (entry(), the console script's function) trims its start and exit;
-# a host that imports the lab and calls main() keeps its own trust store, modules and collector.
-@pytest.mark.parametrize("how", ["entry", "main"])
+# The command's own process (launch.entry(), the console script's function, or cli.entry())
+# trims its start and exit; a host that imports the lab and calls main() keeps its own trust
+# store, modules and collector. launch.py keeps the collector off while the command imports.
+@pytest.mark.parametrize("how", ["launch", "entry", "main"])
 def test_only_the_commands_own_process_trims_its_start_and_exit(how: str) -> None:
     script = (
         "import gc, json, os, sys\n"
-        "from downgrade_lab.frontends import cli\n"
+        "from downgrade_lab.frontends import cli, launch\n"
         f"argv = ['run', {str(HEALTHY)!r}, '--sender', 'reference']\n"
         "sys.argv = ['downgrade-lab', *argv]\n"
-        f"code = cli.entry() if {how!r} == 'entry' else cli.main(argv)\n"
+        "before = gc.get_stats()[0]['collections']\n"
+        f"code = {{'launch': launch.entry, 'entry': cli.entry}}[{how!r}]() if {how!r} != 'main'"
+        " else cli.main(argv)\n"
+        "collections = gc.get_stats()[0]['collections'] - before\n"
         "import aiohttp.connector as c\n"
         "print(json.dumps({'code': code, 'aiodns': sys.modules.get('aiodns', 'absent') is None,"
         " 'trusted': len(c._SSL_CONTEXT_VERIFIED.get_ca_certs()) if hasattr(c,"
         " '_SSL_CONTEXT_VERIFIED') else None, 'threshold': gc.get_threshold()[0],"
         " 'frozen': gc.get_freeze_count() > 0, 'env': 'SSL_CERT_FILE' in os.environ,"
         " 'resolver': 'dns.resolver' in sys.modules, 'dkim': 'dkim' in sys.modules and"
-        " sys.modules['dkim'].get_txt.__module__}))\n")
+        " sys.modules['dkim'].get_txt.__module__, 'enabled': gc.isenabled(),"
+        " 'collections': collections}))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, env=env,
                           capture_output=True, timeout=60, check=False)
     facts = json.loads(done.stdout.splitlines()[-1])
     assert facts["code"] == 0 and not facts["env"]  # the variables it set for aiohttp are gone
-    own = how == "entry"
+    own = how != "main"
+    assert facts["enabled"]  # on again for the labs, or never turned off
+    # no collection while the command imported (about 60 otherwise, for the same run)
+    assert (facts["collections"] < 10) is (how == "launch"), facts["collections"]
     assert facts["aiodns"] is own  # blocked (None in sys.modules) only in the command's process
     assert facts["threshold"] == (cli.LAB_GC_THRESHOLD[0] if own else 700)
     assert facts["frozen"] is own  # the exit's collections skip what the run left

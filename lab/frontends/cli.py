@@ -270,7 +270,10 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> int:
         if args.command == "run" and not args.isolate:  # --isolate runs the labs elsewhere
             _start_pki()
         _import_aiohttp_lab_trust_only()
-        gc.set_threshold(*LAB_GC_THRESHOLD)
+        if args.command != "run":  # `run` does, once it has imported what its labs need
+            _collector_on()
+    elif _OWN_PROCESS:
+        gc.enable()  # off since launch.py; with Python's thresholds
     try:
         return command(args, env)
     finally:
@@ -306,6 +309,15 @@ def _early_pki(scenarios: list[Scenario] | None) -> PKI | None:
 # Set by `entry()`: the process is the command's own, not a test's or a plugin's host.
 _OWN_PROCESS = False
 _LAB_COMMANDS = frozenset({"run", "up", "demo"})  # the ones that start labs
+def _collector_on() -> None:
+    """The cyclic collector on again (launch.py turned it off for the imports), at the lab
+    thresholds, with everything made so far kept out of its collections (`gc.freeze`: the
+    modules, which live as long as the process)."""
+    gc.freeze()
+    gc.set_threshold(*LAB_GC_THRESHOLD)
+    gc.enable()
+
+
 # The cyclic collector's thresholds in a process of those commands (Python's: 700, 10, 10). A
 # lab makes and drops many objects per pair (transcripts, DNS messages, TLS objects) and few
 # cycles; with the defaults the built-in matrix spent 3.4 % of its CPU in collections (447
@@ -342,7 +354,7 @@ def _import_aiohttp_lab_trust_only() -> None:
 
 
 def entry() -> int:
-    """The `downgrade-lab` console script and `python -m downgrade_lab`."""
+    """The `downgrade-lab` command and `python -m downgrade_lab` (through launch.py)."""
     global _OWN_PROCESS
     _OWN_PROCESS = True
     try:
@@ -469,6 +481,10 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     workers = args.workers or default_workers(len(scenarios) * len(senders))
     pki = _early_pki(scenarios if _stays_here(args, topology, workers,
                                               len(scenarios) * len(senders)) else None)
+    if topology is not None:  # the labs run here or in forks of this process
+        from ..harness import runner  # noqa: F401 - once, before any fork: the forks share it
+    if _OWN_PROCESS:
+        _collector_on()
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
         record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None
