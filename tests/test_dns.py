@@ -282,6 +282,30 @@ async def test_set_zone_changes_the_next_answer(server: DnsServer) -> None:
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_question_asked_again_gets_the_same_answer_under_its_own_id(
+        server: DnsServer, transport: str) -> None:
+    # the server keeps its answers per zone (DnsServer.respond): each ID answered as its own,
+    # each asking recorded, and a new zone answered afresh
+    send = dns.asyncquery.udp if transport == "udp" else dns.asyncquery.tcp
+    replies = []
+    for qid in (1, 2, 2, 65535):
+        q = query("example.test", "MX")
+        q.id = qid
+        replies.append(await send(q, "127.0.0.1", timeout=5, port=server.port))  # checks the ID
+    assert [r.id for r in replies] == [1, 2, 2, 65535]
+    assert {tuple(texts(r)) for r in replies} == {("10 mx1.example.test.", "20 mx2.example.test.")}
+    assert len(server.take_queries()) == 4
+    other = query("example.test", "TXT")
+    other.id = 1
+    assert texts(await send(other, "127.0.0.1", timeout=5, port=server.port)) == []  # not the MX
+    server.set_zone(zone((SPOOF,)))
+    again = query("example.test", "MX")
+    again.id = 1
+    assert texts(await send(again, "127.0.0.1", timeout=5, port=server.port)) == [
+        "10 mx.attacker.test."]
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_a_timeout_fault_sends_nothing(transport: str) -> None:
     async with DnsServer(zone(fault=(("_mta-sts.example.test", "timeout"),))) as s:
         send = dns.asyncquery.udp if transport == "udp" else dns.asyncquery.tcp

@@ -174,3 +174,13 @@ def test_every_catalogue_certificate_can_be_asked_for_ahead() -> None:
     with PKI(background=True) as pki:
         pki.prepare(sorted(wanted))
         assert all(pki.cert_files(host, variant)[1].is_file() for host, variant in wanted)
+
+
+def test_an_unused_pki_kills_its_maker_rather_than_wait_for_it() -> None:
+    # a run that goes to workers drops the PKI the command started: no waiting on its start
+    pki = PKI(background=True)
+    maker = pki._maker
+    assert maker is not None
+    pki.close(unused=True)
+    assert maker.returncode == -signal.SIGKILL
+    assert not pki.dir.exists()

@@ -228,9 +228,12 @@ class PKI:
         """A verifying client context that trusts the lab CA only."""
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def close(self) -> None:
+    def close(self, *, unused: bool = False) -> None:
         """End the certificate maker, if any, and remove every key and certificate.
-        Idempotent."""
+        Idempotent. `unused`: nothing was asked of the PKI, so the maker is killed rather
+        than waited for (one that is still starting reads its input only once it is up)."""
+        if unused and self._maker is not None and self._maker.poll() is None:
+            self._maker.kill()
         self._closed = True
         self._contexts.clear()
         self._listeners.clear()
