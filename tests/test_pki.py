@@ -110,8 +110,8 @@ def test_bad_requests_are_refused_before_anything_is_made(background: bool, host
         with pytest.raises(LabError, match=words):
             pki.prepare([(host, variant)])
         assert pki.cert_files(HOST)[0].is_file()  # still serves after a refusal
-        assert sorted(p.name for p in pki.dir.iterdir()) == sorted(
-            ["lab-ca.pem", f"{HOST}.valid.crt", f"{HOST}.valid.key"])
+        made = sorted(p.name for p in pki.dir.iterdir() if p.name != "maker.log")
+        assert made == sorted(["lab-ca.pem", f"{HOST}.valid.crt", f"{HOST}.valid.key"])
 
 
 def test_a_maker_that_dies_is_one_line_not_a_hang() -> None:
@@ -184,3 +184,22 @@ def test_an_unused_pki_kills_its_maker_rather_than_wait_for_it() -> None:
     pki.close(unused=True)
     assert maker.returncode == -signal.SIGKILL
     assert not pki.dir.exists()
+
+
+def test_a_maker_that_fails_says_why_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    broken = tmp_path / "certs.py"
+    broken.write_text("import sys\nsys.stderr.write('Traceback...\\nValueError: no CA today\\n')\n"
+                      "sys.exit(3)\n")
+    monkeypatch.setattr(pki_module, "MAKER", broken)
+    with PKI(background=True) as pki, pytest.raises(LabError) as caught:
+        pki.cert_files(HOST)
+    assert str(caught.value) == "the certificate maker stopped: ValueError: no CA today"
+
+
+def test_asking_ahead_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pki_module, "PREPARE_MAX", 3)
+    with PKI(background=True) as pki:
+        pki.prepare([(f"h{i}.example.test", "valid") for i in range(10)] * 2)
+        assert len(pki._asked) == 3  # the CA's answer and two certificates, not ten
+        assert pki.cert_files("h9.example.test")[0].is_file()  # the rest when asked for

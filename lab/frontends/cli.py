@@ -267,8 +267,8 @@ def _dispatch(args: argparse.Namespace, env: Environment) -> int:
     if command is None:
         raise UsageError(f"unknown command {args.command!r}")
     if _OWN_PROCESS and args.command in _LAB_COMMANDS:
-        if args.command == "run" and not args.isolate:  # --isolate runs the labs elsewhere
-            _start_pki()
+        if args.command == "run" and not args.isolate and args.worker_shard is None:
+            _start_pki()  # not for --isolate (its labs run elsewhere) nor a worker's share
         _import_aiohttp_lab_trust_only()
         if args.command != "run":  # `run` does, once it has imported what its labs need
             _collector_on()
@@ -309,6 +309,14 @@ def _early_pki(scenarios: list[Scenario] | None) -> PKI | None:
 # Set by `entry()`: the process is the command's own, not a test's or a plugin's host.
 _OWN_PROCESS = False
 _LAB_COMMANDS = frozenset({"run", "up", "demo"})  # the ones that start labs
+# The cyclic collector's thresholds in a process of those commands (Python's: 700, 10, 10). A
+# lab makes and drops many objects per pair (transcripts, DNS messages, TLS objects) and few
+# cycles; with the defaults the built-in matrix spent 3.4 % of its CPU in collections (447
+# young ones, 4 full ones per process), with these 1.5 % (docs/performance.md). Only in the
+# command's own process: a host that imports the lab keeps its own.
+LAB_GC_THRESHOLD = (20_000, 20, 50)
+
+
 def _collector_on() -> None:
     """The cyclic collector on again (launch.py turned it off for the imports), at the lab
     thresholds, with everything made so far kept out of its collections (`gc.freeze`: the
@@ -316,14 +324,6 @@ def _collector_on() -> None:
     gc.freeze()
     gc.set_threshold(*LAB_GC_THRESHOLD)
     gc.enable()
-
-
-# The cyclic collector's thresholds in a process of those commands (Python's: 700, 10, 10). A
-# lab makes and drops many objects per pair (transcripts, DNS messages, TLS objects) and few
-# cycles; with the defaults the built-in matrix spent 3.4 % of its CPU in collections (447
-# young ones, 4 full ones per process), with these 1.5 % (docs/performance.md). Only in the
-# command's own process: a host that imports the lab keeps its own.
-LAB_GC_THRESHOLD = (20_000, 20, 50)
 
 
 def _import_aiohttp_lab_trust_only() -> None:
@@ -479,12 +479,13 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.workers is not None and args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
     workers = args.workers or default_workers(len(scenarios) * len(senders))
-    pki = _early_pki(scenarios if _stays_here(args, topology, workers,
-                                              len(scenarios) * len(senders)) else None)
     if topology is not None:  # the labs run here or in forks of this process
         from ..harness import runner  # noqa: F401 - once, before any fork: the forks share it
     if _OWN_PROCESS:
         _collector_on()
+    # used by the last branch only, and closed there; None (and closed) for the others
+    pki = _early_pki(scenarios if _stays_here(args, topology, workers,
+                                              len(scenarios) * len(senders)) else None)
     if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
         record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
     elif (topology is not None and not topology.isolated and args.worker_shard is None

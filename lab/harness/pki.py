@@ -34,6 +34,8 @@ __all__ = ["PKI", "WRONG_NAME"]
 
 MAKER = Path(__file__).with_name("certs.py")
 MAKER_TIMEOUT_S = 30.0  # a maker that has not answered by then is stuck
+MAKER_LOG = "maker.log"  # the maker's standard error, in the PKI's folder
+PREPARE_MAX = 1000  # certificates asked for ahead at most
 
 
 class PKI:
@@ -68,9 +70,11 @@ class PKI:
         self._end: weakref.finalize[..., PKI] | None = None
         if background and MAKER.is_file():
             try:
-                self._maker = subprocess.Popen(
-                    [sys.executable, "-P", str(MAKER), str(self.dir)], stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+                # its errors go to a file: a pipe nobody reads could fill and stop it
+                with open(self.dir / MAKER_LOG, "wb") as log:
+                    self._maker = subprocess.Popen(
+                        [sys.executable, "-P", str(MAKER), str(self.dir)],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, bufsize=0)
             except OSError:
                 self._maker = None
             else:
@@ -107,7 +111,11 @@ class PKI:
         either way."""
         keys = [_key(host, variant) for host, variant in wanted]
         if self._maker is not None:
-            for key in keys:
+            # At most PREPARE_MAX ahead: the answers wait in a pipe until they are read, and
+            # a pipe holds some thousands of them; the rest are made when asked for.
+            for key in dict.fromkeys(keys):
+                if len(self._asked) >= PREPARE_MAX:
+                    break
                 self._ask(key)
 
     def cert_files(self, host: str, variant: str = "valid") -> tuple[Path, Path]:
@@ -166,8 +174,11 @@ class PKI:
     def _maker_failed(self) -> NoReturn:
         assert self._maker is not None
         self._maker.kill()
-        _, err = self._maker.communicate()
-        text = (err or b"").decode("utf-8", "replace").strip()
+        self._maker.wait()
+        try:
+            text = (self.dir / MAKER_LOG).read_text("utf-8", "replace").strip()
+        except OSError:
+            text = ""
         last = text.splitlines()[-1:] or [f"exit {self._maker.returncode}"]
         raise LabError(f"the certificate maker stopped: {last[0]}")
 
@@ -281,6 +292,5 @@ def _end_maker(maker: subprocess.Popen[bytes]) -> None:
         maker.kill()
         maker.wait()
     finally:
-        for stream in (maker.stdout, maker.stderr):
-            if stream is not None:
-                stream.close()
+        if maker.stdout is not None:
+            maker.stdout.close()
