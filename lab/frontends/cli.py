@@ -479,35 +479,36 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.workers is not None and args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
     workers = args.workers or default_workers(len(scenarios) * len(senders))
-    if topology is not None:  # the labs run here or in forks of this process
-        from ..harness import runner  # noqa: F401 - once, before any fork: the forks share it
-    if _OWN_PROCESS:
-        _collector_on()
-    # used by the last branch only, and closed there; None (and closed) for the others
+    # used by the last branch only; None (and closed) for the others. Taken before the imports
+    # below, so that its maker makes the certificates meanwhile.
     pki = _early_pki(scenarios if _stays_here(args, topology, workers,
                                               len(scenarios) * len(senders)) else None)
-    if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
-        record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
-    elif (topology is not None and not topology.isolated and args.worker_shard is None
-          and min(workers, len(scenarios) * len(senders)) > 1):
-        record = _run_workers(args, scenarios, senders, workers, env, isolated=False)
-    elif topology is None:  # the outer process: the run happened inside the namespaces
-        from ..harness.isolate import run as run_isolated
+    try:
+        if topology is not None:  # the labs run here or in forks of this process
+            from ..harness import runner  # noqa: F401 - once, before any fork: forks share it
+        if _OWN_PROCESS:
+            _collector_on()
+        if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
+            record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
+        elif (topology is not None and not topology.isolated and args.worker_shard is None
+              and min(workers, len(scenarios) * len(senders)) > 1):
+            record = _run_workers(args, scenarios, senders, workers, env, isolated=False)
+        elif topology is None:  # the outer process: the run happened inside the namespaces
+            from ..harness.isolate import run as run_isolated
 
-        code = run_isolated(args.argv)
-        return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
-    elif args.worker_shard is not None:  # one of the workers of the two branches above
-        _, n, out = _worker_shard(args.worker_shard)
-        return _work_share(scenarios, senders, jobs, env, topology, n, out,
-                           capture=args.pcap is not None)
-    else:
-        try:
+            code = run_isolated(args.argv)
+            return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
+        elif args.worker_shard is not None:  # one of the workers of the two branches above
+            _, n, out = _worker_shard(args.worker_shard)
+            return _work_share(scenarios, senders, jobs, env, topology, n, out,
+                               capture=args.pcap is not None)
+        else:
             record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
                                                     capture=args.pcap is not None,
                                                     topology=topology, pki=pki))
-        finally:
-            if pki is not None:
-                pki.close()
+    finally:
+        if pki is not None:
+            pki.close()
     return _report(record, args, env)
 
 
