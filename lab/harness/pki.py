@@ -65,6 +65,7 @@ class PKI:
         self._maker: subprocess.Popen[bytes] | None = None
         self._unread = b""  # what the maker wrote after the answer last read
         self._asked: deque[tuple[str, str]] = deque()  # requests the maker has not answered
+        self._pending: set[tuple[str, str]] = set()  # the same, to look one up
         self._answers: dict[tuple[str, str], str] = {}
         self._ca_ready = False
         self._end: weakref.finalize[..., PKI] | None = None
@@ -133,7 +134,7 @@ class PKI:
         return self._files[key]
 
     def _ask(self, key: tuple[str, str]) -> None:
-        if key in self._answers or key in self._asked:
+        if key in self._answers or key in self._pending:
             return
         assert self._maker is not None and self._maker.stdin is not None
         try:
@@ -141,6 +142,7 @@ class PKI:
         except (BrokenPipeError, ValueError):
             self._maker_failed()
         self._asked.append(key)
+        self._pending.add(key)
 
     def _await(self, key: tuple[str, str]) -> None:
         """Read the maker's answers, in the order asked, until `key`'s; raise its error."""
@@ -152,7 +154,9 @@ class PKI:
             line = self._read_answer()
             if line is None:
                 self._maker_failed()
-            self._answers[self._asked.popleft()] = line
+            answered = self._asked.popleft()
+            self._pending.discard(answered)
+            self._answers[answered] = line
         answer = self._answers[key]
         if answer.startswith("error"):
             raise LabError(f"cannot make a certificate for {key[0]} ({key[1]}): "
