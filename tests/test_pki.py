@@ -181,7 +181,7 @@ def test_an_unused_pki_kills_its_maker_rather_than_wait_for_it() -> None:
     pki = PKI(background=True)
     maker = pki._maker
     assert maker is not None
-    pki.close(unused=True)
+    pki.close()
     assert maker.returncode == -signal.SIGKILL
     assert not pki.dir.exists()
 

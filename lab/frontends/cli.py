@@ -300,7 +300,7 @@ def _early_pki(scenarios: list[Scenario] | None) -> PKI | None:
         return None
     pki = _EARLY_PKI.pop()
     if scenarios is None:
-        pki.close(unused=True)
+        pki.close()
         return None
     pki.prepare(cert for s in scenarios for cert in s.certificates())
     return pki

@@ -5,10 +5,9 @@ this module is the certificate maker of a PKI made in the background (lab/harnes
 As a script (`python -P certs.py DIR`), it makes the lab CA, writes `DIR/lab-ca.pem` and
 answers `ca`; then for every request line `HOST VARIANT` on its standard input it writes
 `DIR/HOST.VARIANT.crt` (the chain) and `DIR/HOST.VARIANT.key` (0600) and answers `ok`, or
-`error WHY`. It stops at the end of its input: when the PKI closes, or its process ends; it then exits
-at once. It
-imports nothing of the package (the script's folder is not on its path: `-P`), only trustme and
-cryptography, and ignores Ctrl-C: the lab that owns it decides when it stops.
+`error WHY`. At the end of its input (the PKI closed, or its process ended) it exits at once.
+It imports nothing of the package (the script's folder is not on its path: `-P`), only trustme
+and cryptography, and ignores Ctrl-C: the lab that owns it decides when it stops.
 """
 
 from __future__ import annotations
@@ -17,8 +16,9 @@ import datetime as dt
 import os
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     import trustme
@@ -76,7 +76,6 @@ class Issuer:
     def __init__(self) -> None:
         import trustme
 
-        self._trustme = trustme
         self._ca = trustme.CA(organization_name="Downgrade Lab CA")
         self._rogue_ca: trustme.CA | None = None
 
@@ -99,7 +98,9 @@ class Issuer:
             names = [WRONG_NAME]
         elif variant == "untrusted":
             if self._rogue_ca is None:
-                self._rogue_ca = self._trustme.CA(organization_name="Untrusted Rogue CA")
+                import trustme
+
+                self._rogue_ca = trustme.CA(organization_name="Untrusted Rogue CA")
             ca = self._rogue_ca
         leaf = ca.issue_cert(*names, common_name=names[0], not_before=not_before,
                              not_after=not_after)
@@ -119,12 +120,12 @@ class Issuer:
         return cert_path, key_path
 
 
-def serve(folder: Path, requests: object, answers: object) -> None:
+def serve(folder: Path, requests: Iterable[str], answers: TextIO) -> None:
     """The maker's loop: the CA first, then one answer line per request line."""
     issuer = Issuer()
     (folder / CA_FILE).write_bytes(issuer.ca_pem)
     _answer(answers, "ca")
-    for line in requests:  # type: ignore[attr-defined]
+    for line in requests:
         host, _, variant = line.strip().partition(" ")
         try:
             issuer.write(folder, host, variant)
@@ -134,9 +135,9 @@ def serve(folder: Path, requests: object, answers: object) -> None:
             _answer(answers, "ok")
 
 
-def _answer(stream: object, text: str) -> None:
-    stream.write(text + "\n")  # type: ignore[attr-defined]
-    stream.flush()  # type: ignore[attr-defined]
+def _answer(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,6 @@ class PKI:
         self._asked: deque[tuple[str, str]] = deque()  # requests the maker has not answered
         self._pending: set[tuple[str, str]] = set()  # the same, to look one up
         self._answers: dict[tuple[str, str], str] = {}
-        self._ca_ready = False
         self._end: weakref.finalize[..., PKI] | None = None
         if background and MAKER.is_file():
             try:
@@ -86,14 +85,12 @@ class PKI:
         if self._maker is None:
             self._issuer = _issuer()
             (self.dir / CA_FILE).write_bytes(self._issuer.ca_pem)
-            self._ca_ready = True
 
     @property
     def ca_file(self) -> Path:
         """The lab CA certificate (PEM), once it exists."""
-        if not self._ca_ready:
-            self._await(("", "ca"))
-            self._ca_ready = True
+        if self._maker is not None:
+            self._await(("", "ca"))  # its first answer; at once once read
         return self.dir / CA_FILE
 
     def dnssec_keys(self) -> LabKeys:
@@ -146,8 +143,6 @@ class PKI:
 
     def _await(self, key: tuple[str, str]) -> None:
         """Read the maker's answers, in the order asked, until `key`'s; raise its error."""
-        if self._maker is None:
-            raise LabError("the lab PKI is closed")
         while key not in self._answers:
             if not self._asked:
                 raise LabError(f"no certificate was asked for {key[0]} ({key[1]})")
@@ -243,11 +238,11 @@ class PKI:
         """A verifying client context that trusts the lab CA only."""
         return ssl.create_default_context(cafile=str(self.ca_file))
 
-    def close(self, *, unused: bool = False) -> None:
+    def close(self) -> None:
         """End the certificate maker, if any, and remove every key and certificate.
-        Idempotent. `unused`: nothing was asked of the PKI, so the maker is killed rather
-        than waited for (one that is still starting reads its input only once it is up)."""
-        if unused and self._maker is not None and self._maker.poll() is None:
+        Idempotent. A maker with answers nobody read (still starting, or making certificates
+        asked for ahead and never used) is killed: nothing it would still write is wanted."""
+        if self._maker is not None and self._asked and self._maker.poll() is None:
             self._maker.kill()
         self._closed = True
         self._contexts.clear()
