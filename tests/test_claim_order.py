@@ -3,9 +3,8 @@ the longest allowed, catalogue order among equals. Pure: built from model values
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
+from msgspec.structs import replace
 
 from downgrade_lab.core.model import (
     Attack,

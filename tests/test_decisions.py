@@ -6,12 +6,12 @@ and the tables of the verdicts, the [policy] keys and the subcommands. No socket
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields, replace
 from types import ModuleType
 from typing import Literal
 
 import dnslib
 import pytest
+from msgspec.structs import fields, replace
 
 from downgrade_lab.core import attackplan, dnsserve, model, policyserve, scenario, verdict
 from downgrade_lab.core.attackplan import proxy_attacks, shown_bare, spoofs_mx, upstreams

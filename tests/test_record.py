@@ -4,10 +4,10 @@ schema. Pure: no sockets (the whole catalogue is validated in tests/test_e2e.py)
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 from typing import Any
 
+import msgspec
 import pytest
 
 from downgrade_lab import __version__
@@ -67,7 +67,7 @@ def _step(**changes: Any) -> StepRecord:
                                   {"policies": []}, None, ()),),
         report_connections=(), report_transcript=(), report_dns_queries=(),
         tolerate=("delivered-plaintext",), because="A-07")
-    return dataclasses.replace(step, **changes)
+    return msgspec.structs.replace(step, **changes)
 
 
 def _record(*steps: StepRecord, verdict: str = "FAIL") -> RunRecord:

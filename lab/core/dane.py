@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from msgspec import Struct
 
 from .model import Attack, World
 from .model import Tlsa as DnssecTlsa
@@ -28,8 +28,7 @@ MTYPES = {0: None, 1: "sha256", 2: "sha512"}  # Full, SHA2-256, SHA2-512
 DIGEST_SIZES = {1: 32, 2: 64}
 
 
-@dataclass(frozen=True)
-class Tlsa:
+class Tlsa(Struct, frozen=True):
     """One TLSA record (RFC 6698 §2.1)."""
 
     usage: int
@@ -153,8 +152,7 @@ def authenticate(records: Sequence[Tlsa], chain_der: Sequence[bytes], names: Seq
 PLANS = ("dane", "mandatory-tls", "no-dane", "unreachable")
 
 
-@dataclass(frozen=True)
-class HostPlan:
+class HostPlan(Struct, frozen=True):
     plan: str  # one of PLANS
     why: str
     records: tuple[Tlsa, ...] = ()

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from msgspec import Struct
 
 from .dane import Tlsa, authenticate
 from .dnssec import tlsa_owner
@@ -153,8 +153,7 @@ SIGNATURE_STATES = ("signed", "unsigned", "expired", "wrong-key", "proved-absent
                     "no-proof", "no-records", "failed")
 
 
-@dataclass(frozen=True)
-class AnswerRow:
+class AnswerRow(Struct, frozen=True):
     """One DNS answer the sender got, as the story shows it. `ok`: True a good sign for DANE
     (a valid signature, a proved absence), False a bad one, None neither (an unsigned zone)."""
 
@@ -185,8 +184,7 @@ def _day(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-@dataclass(frozen=True)
-class _Sig:
+class _Sig(Struct, frozen=True):
     covered: str
     expiration: float | None
     inception: float | None

@@ -15,9 +15,10 @@ import base64
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -122,8 +123,7 @@ def sign(message: bytes, *, domain: str, selector: str, key: PrivateKey | None =
     return bytes(field) + message
 
 
-@dataclass(frozen=True)
-class DkimFacts:
+class DkimFacts(Struct, frozen=True):
     """The first DKIM-Signature of a message and what is wrong with it."""
 
     domain: str | None  # d=

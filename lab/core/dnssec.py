@@ -20,7 +20,6 @@ with the RRSIGs and NSEC proofs only when the query set DO (RFC 3225, RFC 4035 Â
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import dns.dnssec
@@ -39,6 +38,7 @@ import dns.rrset
 import dns.zone
 import dnslib
 from cryptography.hazmat.primitives.asymmetric import ec
+from msgspec import Struct, field
 
 from ..errors import LabError
 from .dnszone import EDNS_LIMIT, MAX_CHAIN, Zone
@@ -67,8 +67,7 @@ def tlsa_owner(host: str) -> str:
     return TLSA_PORT_PREFIX + host.lower().rstrip(".")
 
 
-@dataclass
-class ZoneKey:
+class ZoneKey(Struct):
     private: ec.EllipticCurvePrivateKey
     dnskey: dns.rdtypes.ANY.DNSKEY.DNSKEY
 
@@ -102,8 +101,7 @@ class LabKeys:
                 f"{ANCHOR}. IN DNSKEY {self.key(ANCHOR).dnskey.to_text()}\n")
 
 
-@dataclass(frozen=True)
-class DaneWorld:
+class DaneWorld(Struct, frozen=True):
     """What `sign()` needs of the scenario's `[dane]` table, with certificates resolved."""
 
     domain: str  # the recipient domain; `ds` and the DS attacks act on its zone
@@ -171,8 +169,7 @@ def _sign_rrset(z: dns.zone.Zone, owner: dns.name.Name, rdtype: dns.rdatatype.Rd
     z.replace_rdataset(owner, sigs)  # replace_rdataset keys by (type, covers)
 
 
-@dataclass
-class _Built:
+class _Built(Struct):
     zones: dict[str, dns.zone.Zone]
     signed: set[str]
     dropped: set[dns.name.Name] = field(default_factory=set)
@@ -472,8 +469,7 @@ class SignedZones:
         return out
 
 
-@dataclass(frozen=True)
-class _Answer:
+class _Answer(Struct, frozen=True):
     """What a reply carries besides the question and EDNS: its rcode and records."""
 
     rcode: int

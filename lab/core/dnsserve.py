@@ -8,12 +8,11 @@ A malformed query whose header parses gets FORMERR (RFC 1035 §4.1.1), whatever 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import dnslib
 from dnslib.buffer import BufferError as DnsBufferError
 from dnslib.dns import DNSError
 from dnslib.label import DNSLabelError
+from msgspec import Struct
 
 from .dnszone import Zone, answer, is_query, rr_text, type_name, wire
 
@@ -23,8 +22,7 @@ TIMEOUT = "TIMEOUT"  # the rcode field when a `timeout` fault kept the lab silen
 FORMERR = "FORMERR"
 
 
-@dataclass(frozen=True)
-class Served:
+class Served(Struct, frozen=True):
     """What became of one packet: the bytes to send back (None: nothing) and what the query
     log records of it."""
 

@@ -19,7 +19,6 @@ so a stripped RRSIG is never mistaken for an unsigned zone.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
 
 import dns.dnssec
 import dns.exception
@@ -30,6 +29,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.NSEC
 import dns.rrset
+from msgspec import Struct, field
 
 IN = dns.rdataclass.IN
 T = dns.rdatatype.RdataType
@@ -39,8 +39,7 @@ Query = tuple[dns.name.Name, int]
 Ask = Generator[Query, "dns.message.Message | None", "Lookup"]
 
 
-@dataclass(frozen=True)
-class Lookup:
+class Lookup(Struct, frozen=True):
     """The validated result of one lookup."""
 
     security: str  # secure | insecure | bogus | indeterminate

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
 import dnslib
+from msgspec import Struct
 
 from ..errors import LabError
 from .model import DNS_FAULTS, Attack, TxtRecord, World
@@ -57,8 +57,7 @@ def _origin(name: str) -> str:
     return ".".join(name.split(".")[-2:])
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(Struct, frozen=True):
     """One resource record; `name` normalised. Only the fields of its `rtype` are used."""
 
     name: str
@@ -93,8 +92,7 @@ class Signed(Protocol):
     def answer(self, zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None: ...
 
 
-@dataclass(frozen=True)
-class Zone:
+class Zone(Struct, frozen=True, dict=True):
     """What the lab's DNS knows for one step. Build it with `build_zone()`."""
 
     origins: tuple[str, ...] = ()
@@ -102,7 +100,16 @@ class Zone:
     faults: tuple[tuple[str, str], ...] = ()  # (name, servfail | nxdomain | timeout)
     # The zones signed (lab/core/dnssec.py `sign()`), answering for names below `test.`; None:
     # no DNSSEC, the answers below as ever.
-    signed: Signed | None = field(default=None, compare=False)
+    signed: Signed | None = None  # not compared: a zone is what it answers (`__eq__`)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Zone:
+            return NotImplemented
+        return (self.origins, self.records, self.faults) == (other.origins, other.records,
+                                                             other.faults)
+
+    def __hash__(self) -> int:
+        return hash((self.origins, self.records, self.faults))
 
     @cached_property
     def _by_name(self) -> dict[str, tuple[Record, ...]]:

@@ -4,8 +4,9 @@ attacker do. Pure data, shared by the loader (`lab.scenario`), the services and 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from typing import Literal
+
+from msgspec import Struct, field
 
 # Outcome words of DESIGN §4. "delivered" is only ever an expectation: either delivered-* counts.
 OUTCOMES = ("delivered-tls", "delivered-plaintext", "delivered", "not-delivered")
@@ -53,8 +54,7 @@ TLSA_CERTS = ("genuine", "ca", "other", "attacker")
 DS_STATES = ("valid", "missing", "wrong")
 
 
-@dataclass(frozen=True)
-class TlsaSpec:
+class TlsaSpec(Struct, frozen=True):
     usage: int = 3
     selector: int = 1
     mtype: int = 1
@@ -62,8 +62,7 @@ class TlsaSpec:
     data: str | None = None  # hex: publish these bytes as they are (malformed records)
 
 
-@dataclass(frozen=True)
-class DaneSpec:
+class DaneSpec(Struct, frozen=True):
     """The `[dane]` table: DNSSEC for the lab zones and the TLSA records of the MX hosts."""
 
     dnssec: bool = True
@@ -74,8 +73,7 @@ class DaneSpec:
 TxtRecord = tuple[str, ...]  # one TXT record: its character-strings, joined by readers
 
 
-@dataclass(frozen=True)
-class Attack:
+class Attack(Struct, frozen=True):
     kind: str
     hosts: tuple[str, ...] | None = None  # None: every MX host
     cert: str | None = None  # intercept-tls / spoof-mx: the attacker's certificate
@@ -95,8 +93,7 @@ class Attack:
         return self.kind + (f"({', '.join(extra)})" if extra else "")
 
 
-@dataclass(frozen=True)
-class DnsSpec:
+class DnsSpec(Struct, frozen=True):
     mx: tuple[str, ...]
     sts_txt: str | tuple[TxtRecord, ...] = "auto"  # "auto" or the records
     tlsrpt_txt: str | tuple[TxtRecord, ...] = "auto"
@@ -104,8 +101,7 @@ class DnsSpec:
     fault: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
-class PolicySpec:
+class PolicySpec(Struct, frozen=True):
     mode: str = "enforce"
     mx: tuple[str, ...] = ()
     max_age: int = 604800
@@ -145,14 +141,12 @@ class PolicySpec:
         return digest.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class ReceiverSpec:
+class ReceiverSpec(Struct, frozen=True):
     starttls: bool = True
     cert: str = "valid"
 
 
-@dataclass(frozen=True)
-class MessageSpec:
+class MessageSpec(Struct, frozen=True):
     to: str = "bob@example.test"
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -161,8 +155,7 @@ class MessageSpec:
         return self.to.rpartition("@")[2].lower()
 
 
-@dataclass(frozen=True)
-class World:
+class World(Struct, frozen=True):
     """Everything the lab builds for one step."""
 
     domain: str
@@ -196,8 +189,7 @@ class World:
         return ((f"v=TLSRPTv1; rua={rua}",),)
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(Struct, frozen=True):
     index: int
     world: World  # the world as it stands for this step (every earlier `set` applied)
     attack: tuple[Attack, ...] = ()
@@ -226,8 +218,7 @@ class Step:
         return min(policy.delay_s, self.deadline_s) if policy is not None else 0.0
 
 
-@dataclass(frozen=True)
-class Scenario:
+class Scenario(Struct, frozen=True):
     id: str
     path: str
     title: str

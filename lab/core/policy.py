@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import ClassVar, Literal
+
+from msgspec import Struct
 
 from ..errors import LabError
 
@@ -98,8 +99,7 @@ def _ascii_lower(s: str) -> str:
 
 
 # ---- TXT discovery ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TxtRecord:
+class TxtRecord(Struct, frozen=True):
     """A valid `_mta-sts` record: its `id` and any unknown fields (first of each name)."""
 
     id: str
@@ -187,8 +187,7 @@ def _check_extension(name: str, value: str) -> None:
         raise PolicySyntax(f"bad value {value!r} for field {name!r}")
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Struct, frozen=True):
     """An MTA-STS policy (RFC 8461 §3.2). Construction validates it, so every Policy is valid
     and `serialise_policy` output parses back to an equal Policy."""
 

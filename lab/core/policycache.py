@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
+
+from msgspec import Struct
 
 from .policy import (
     MultipleRecords,
@@ -53,8 +54,7 @@ def _domain(name: str) -> str:
     return name.removesuffix(".").lower()
 
 
-@dataclass(frozen=True)
-class CachedPolicy:
+class CachedPolicy(Struct, frozen=True):
     """A policy as fetched for one TXT `id` at `fetched_at`."""
 
     id: str
@@ -72,8 +72,7 @@ class CachedPolicy:
 Action = Literal["use-cached", "fetch", "no-policy"]
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Struct, frozen=True):
     """What to do before delivery. `policy` is what applies now; for "fetch", what applies if
     the fetch fails or is not allowed (F-07, F-08). `why` names the CONFORMANCE ids."""
 

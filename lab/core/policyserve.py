@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from ..errors import LabError
 from .model import BLOCK_HOWS, Attack, PolicySpec
@@ -55,8 +56,7 @@ def trickle_interval(policy: PolicySpec | None) -> float:
     return policy.trickle_s / max(1, len(policy.body()))
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(Struct, frozen=True):
     """What to answer: status, headers in order, body."""
 
     status: int

@@ -17,9 +17,10 @@ import re
 import shlex
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from msgspec import Struct
 
 from ..errors import ProfileError
 
@@ -68,15 +69,13 @@ MAX_TIMEOUT_S = 600.0
 Command = tuple[str, ...]  # argv words, each a template; no shell unless the profile runs one
 
 
-@dataclass(frozen=True)
-class FileSpec:
+class FileSpec(Struct, frozen=True):
     path: str  # relative to workdir
     text: str  # template
     mode: int = 0o644
 
 
-@dataclass(frozen=True)
-class Steps:
+class Steps(Struct, frozen=True):
     """Commands run in order; any failure fails the phase."""
 
     run: tuple[Command, ...] = ()
@@ -84,8 +83,7 @@ class Steps:
     restart: bool = False  # between steps only: stop and start the MTA again after `run`
 
 
-@dataclass(frozen=True)
-class Start:
+class Start(Struct, frozen=True):
     run: Command
     daemon: bool = False  # the command forks and exits 0; else it stays in the foreground
     output: str = ""  # file in workdir that gets the command's stdout and stderr
@@ -94,8 +92,7 @@ class Start:
     timeout_s: float = 10.0
 
 
-@dataclass(frozen=True)
-class Submit:
+class Submit(Struct, frozen=True):
     via: Literal["smtp", "command"]
     host: str = "127.0.0.1"
     port: str = ""  # template
@@ -108,8 +105,7 @@ class Submit:
     timeout_s: float = 10.0
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(Struct, frozen=True):
     log: str  # template: the log file, relative to workdir or absolute
     key: str = ""  # regex with group `id`, over the log: the message's key
     patterns: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (state, regexes), STATES order
@@ -118,16 +114,14 @@ class Outcome:
     context: tuple[str, ...] = ()  # lines whose `fact` group (or whole line) joins the reason
 
 
-@dataclass(frozen=True)
-class Requires:
+class Requires(Struct, frozen=True):
     programs: tuple[str, ...] = ()  # templates: a path, or a name looked up on PATH
     files: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
     how: str = ""  # how to get what is missing
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Struct, frozen=True):
     file: str
     name: str
     summary: str
@@ -422,8 +416,7 @@ def _outcome(ctx: _Ctx, value: Any) -> Outcome:
 
 # -- reading the log: pure, lines in, a decision out --------------------------------------------
 
-@dataclass(frozen=True)
-class Result:
+class Result(Struct, frozen=True):
     state: str  # delivered | deferred | bounced
     reason: str  # the pattern's `reason` group, else the whole line
     line: str

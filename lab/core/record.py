@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Self
+
+from msgspec import Struct, field
 
 from ..errors import LabError
 from .recordparts import (
@@ -42,8 +43,7 @@ SCHEMA_VERSION = "1.1"  # 1.1: the optional `dane` of a step, `authority` of a D
 SCHEMA_FILE = "run-record.schema.json"
 
 
-@dataclass(frozen=True)
-class AttackEntry:
+class AttackEntry(Struct, frozen=True):
     """One of a step's attacks as the record shows it: a bare name (`table` false) for an
     attack with no parameters, else a table with those of hosts, cert and how that are set."""
 
@@ -69,8 +69,7 @@ class AttackEntry:
                    maybe_text(value, "cert"), maybe_text(value, "how"), table=True)
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(Struct, frozen=True):
     """One MX host a built-in sender tried (`sender_report.attempts[k]`)."""
 
     mx: str
@@ -95,8 +94,7 @@ class Attempt:
                    text(d, "text"), text(d, "detail"), maybe_text(d, "failure"))
 
 
-@dataclass(frozen=True)
-class SenderReport:
+class SenderReport(Struct, frozen=True):
     """The sender's own account of a step (`sender_report`). `extra` is what the adapter adds,
     in its order, exactly as it said it (open by design); `attempts` reads the built-in
     senders' `attempts` out of it."""
@@ -118,8 +116,7 @@ class SenderReport:
         return cls(text(d, "state", "unknown"), text(d, "detail"), extra)
 
 
-@dataclass(frozen=True)
-class ReportCheck:
+class ReportCheck(Struct, frozen=True):
     """The judgement of a step's TLS-RPT expectation (`report_check`)."""
 
     verdict: str
@@ -139,8 +136,7 @@ class _Absent:
 _ABSENT: Any = _Absent()  # report_flush not given (a sender without flush_reports())
 
 
-@dataclass(frozen=True)
-class StepRecord:
+class StepRecord(Struct, frozen=True):
     """One step: the verdict and the evidence it was judged on (`results[i].steps[j]`).
     The `tlsrpt_reports` and `report_*` parts are None (absent) when collecting the reports
     failed (the step is then an ERROR)."""
@@ -246,8 +242,7 @@ class StepRecord:
             dane=DaneEvidence.from_json(dane) if isinstance(dane, Mapping) else None)
 
 
-@dataclass(frozen=True)
-class PairRecord:
+class PairRecord(Struct, frozen=True):
     """One scenario against one sender (`results[i]`)."""
 
     scenario: str  # the scenario id
@@ -275,8 +270,7 @@ class PairRecord:
                    tuple(StepRecord.from_json(s) for s in objects(d, "steps")))
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(Struct, frozen=True):
     """A whole run: every pair in order, the counts per verdict, the run's duration."""
 
     results: tuple[PairRecord, ...]

@@ -9,8 +9,9 @@ I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Self
+
+from msgspec import Struct
 
 # A JSON value (str, number, bool, None, list, object): the parts of the record whose shape
 # is open by design (a sender adapter's extras, a decoded TLS report).
@@ -59,8 +60,7 @@ def objects(d: JSONObject, key: str) -> list[JSONObject]:
     return [x for x in v if isinstance(x, Mapping)] if isinstance(v, list | tuple) else []
 
 
-@dataclass(frozen=True)
-class Received:
+class Received(Struct, frozen=True):
     """A message the genuine receiver stored (`received[k]`, `other_mail[k]`)."""
 
     mx: str
@@ -90,8 +90,7 @@ class Received:
                    number(d, "time"), text(d, "queue_id"))
 
 
-@dataclass(frozen=True)
-class DnsQuery:
+class DnsQuery(Struct, frozen=True):
     """One query the lab's DNS answered (`dns_queries[k]`)."""
 
     time: float
@@ -120,8 +119,7 @@ class DnsQuery:
                    texts(d, "authority"))
 
 
-@dataclass(frozen=True)
-class PolicyFetch:
+class PolicyFetch(Struct, frozen=True):
     """One request (or blocked connection) at the MTA-STS policy host (`policy_fetches[k]`)."""
 
     time: float
@@ -145,8 +143,7 @@ class PolicyFetch:
                    text(d, "blocked"))
 
 
-@dataclass(frozen=True)
-class WireChunk:
+class WireChunk(Struct, frozen=True):
     """Bytes that crossed one of the attacker's sockets (`--pcap` runs only)."""
 
     time: float
@@ -161,8 +158,7 @@ class WireChunk:
         return cls(number(d, "time"), text(d, "direction"), text(d, "data"))
 
 
-@dataclass(frozen=True)
-class Connection:
+class Connection(Struct, frozen=True):
     """One SMTP connection through the attacker's proxy (`connections[k]`)."""
 
     mx: str
@@ -206,8 +202,7 @@ class Connection:
                    None if truncated is None else bool(truncated))
 
 
-@dataclass(frozen=True)
-class TranscriptEntry:
+class TranscriptEntry(Struct, frozen=True):
     """One line of the SMTP dialogue as the proxy relayed (and changed) it (`transcript[k]`)."""
 
     kind: str  # command | reply | data | event
@@ -240,8 +235,7 @@ _REPORT_HEAD = ("channel", "valid", "time", "size", "media_type")
 _REPORT_TAIL = ("report", "error", "problems")
 
 
-@dataclass(frozen=True)
-class TlsReport:
+class TlsReport(Struct, frozen=True):
     """One TLS report (RFC 8460) that reached the lab (`tlsrpt_reports[k]`). `details` holds
     the channel's own keys in order: sni/path/status (https), the envelope, transport and
     RFC 8460 §5.3 headers (mail)."""
@@ -272,8 +266,7 @@ class TlsReport:
 
 # ---- the DNSSEC evidence of a DANE step (`dane`, schema 1.1; lab/core/daneevidence.py) ----
 
-@dataclass(frozen=True)
-class TlsaEntry:
+class TlsaEntry(Struct, frozen=True):
     """One TLSA record of an MX host (`dane.published[k]`, `dane.forged[k]`)."""
 
     host: str
@@ -295,8 +288,7 @@ class TlsaEntry:
                    text(d, "data"))
 
 
-@dataclass(frozen=True)
-class ZoneKeyTag:
+class ZoneKeyTag(Struct, frozen=True):
     """The key tag of a lab zone's genuine key (`dane.keys[k]`): what its RRSIGs must name."""
 
     zone: str
@@ -310,8 +302,7 @@ class ZoneKeyTag:
         return cls(text(d, "zone"), count(d, "key_tag"))
 
 
-@dataclass(frozen=True)
-class Tampering:
+class Tampering(Struct, frozen=True):
     """What one DNS-layer DANE attack did to the signed data (`dane.tampering[k]`). `name`:
     the owner name, or `*.zone` for every name of a zone; `rtype`: the type, `*` for all."""
 
@@ -328,8 +319,7 @@ class Tampering:
         return cls(text(d, "attack"), text(d, "name"), text(d, "rtype"), text(d, "what"))
 
 
-@dataclass(frozen=True)
-class ShownCert:
+class ShownCert(Struct, frozen=True):
     """The certificate one connection's TLS handshake showed the sender (`dane.certificates[k]`),
     and how it compares with the TLSA records the domain published."""
 
@@ -359,8 +349,7 @@ class ShownCert:
                    text(d, "why"), maybe_text(d, "forged_match"))
 
 
-@dataclass(frozen=True)
-class DaneEvidence:
+class DaneEvidence(Struct, frozen=True):
     """The DNSSEC side of a step whose world has a `[dane]` table (`dane`): what the honest
     zone published, how it was signed, what the attacker changed and the certificates shown."""
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
+
+from msgspec import Struct
 
 from .model import Scenario
 
@@ -129,8 +130,7 @@ ClaimState = tuple[int, int, int]
 START: ClaimState = (0, 0, 0)
 
 
-@dataclass(frozen=True)
-class ClaimPlan:
+class ClaimPlan(Struct, frozen=True, dict=True):
     """How the slots of one run (its workers' pair slots together) claim the pairs: in
     `claim_order`, but at most `limit` of the pairs that may wait on a silent peer (`stalls`)
     at once, so the other slots keep the cores busy instead of every slot waiting out a

@@ -11,8 +11,9 @@ only), and whether a sender can run on this machine. Availability may probe the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Literal
+
+from msgspec import Struct
 
 UNKNOWN = "unknown"
 NEEDS_ISOLATE = "needs-isolate"
@@ -21,8 +22,7 @@ UNAVAILABLE = "unavailable"
 Availability = Callable[[str], tuple[bool, str]]  # name -> (can run here, why not)
 
 
-@dataclass(frozen=True)
-class Refusal:
+class Refusal(Struct, frozen=True):
     """Why the run cannot start: the first requested sender that may not run, and the reason.
     `message` is one line without the command's prefix."""
 
@@ -31,8 +31,7 @@ class Refusal:
     message: str
 
 
-@dataclass(frozen=True)
-class SenderChoice:
+class SenderChoice(Struct, frozen=True):
     """The senders that run, in order, each once. `skip`: those among them that cannot run on
     this machine, with why (only when the caller skips such senders instead of refusing)."""
 
@@ -40,8 +39,7 @@ class SenderChoice:
     skip: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True)
-class _Facts:
+class _Facts(Struct, frozen=True):
     builtin: Mapping[str, bool]
     available: Availability
     isolate: bool | None

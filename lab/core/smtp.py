@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
+from msgspec.structs import asdict
 
 from .model import Attack
 from .smtpwire import MAX_LINE, LineBuffer, Reply, SmtpError, decode_text
@@ -32,40 +34,34 @@ __all__ = ["MAX_LINE", "MAX_PLAINTEXT", "LineBuffer", "Reply", "SmtpError"]  # r
 
 # ---- commands the relay returns (the handler carries them out, in order) ----
 
-@dataclass(frozen=True)
-class SendToClient:
+class SendToClient(Struct, frozen=True):
     """Write to the sender. `raw`: bytes the relay passed on without parsing them."""
     data: bytes
     raw: bool = False
 
 
-@dataclass(frozen=True)
-class SendToServer:
+class SendToServer(Struct, frozen=True):
     """Write to the receiver. `raw`: bytes the relay passed on without parsing them."""
     data: bytes
     raw: bool = False
 
 
-@dataclass(frozen=True)
-class StartPassthrough:
+class StartPassthrough(Struct, frozen=True):
     """From now on copy raw bytes both ways; feed the relay nothing but EOFs."""
 
-@dataclass(frozen=True)
-class StartTLSWithServer:
+class StartTLSWithServer(Struct, frozen=True):
     """Upgrade the receiver side to TLS (the attacker as client); then keep feeding plaintext."""
     server_hostname: str
 
 
-@dataclass(frozen=True)
-class StartTLSWithClient:
+class StartTLSWithClient(Struct, frozen=True):
     """Upgrade the sender side to TLS with the attacker's certificate `cert` (a PKI variant)
     for `host`; then keep feeding plaintext."""
     host: str
     cert: str
 
 
-@dataclass(frozen=True)
-class CloseBoth:
+class CloseBoth(Struct, frozen=True):
     """Close both connections (after writing what earlier commands wrote)."""
     reason: str
 
@@ -74,8 +70,7 @@ Command = (SendToClient | SendToServer | StartPassthrough | StartTLSWithServer |
            | CloseBoth)
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(Struct, frozen=True):
     """One line of the evidence: a command, a reply, a message body or an event.
 
     `said` is what the originator said, `heard` what the other side heard (None: dropped).
@@ -93,19 +88,17 @@ class Entry:
 
     def to_json(self) -> dict[str, str | bool | None]:
         """Plain JSON: strings, booleans and null (`heard`, `attack`)."""
-        return dict(vars(self))
+        return asdict(self)
 
 
 # ---- the attacks (habit 3) ----
 
-@dataclass(frozen=True)
-class Answer:
+class Answer(Struct, frozen=True):
     """The attacker answers the command itself; the receiver never sees it."""
     reply: Reply
 
 
-@dataclass(frozen=True)
-class Rename:
+class Rename(Struct, frozen=True):
     """The command reaches the receiver under another verb."""
     verb: str
 
@@ -114,8 +107,7 @@ def _unchanged(reply: Reply) -> Reply:
     return reply
 
 
-@dataclass(frozen=True)
-class Transform:
+class Transform(Struct, frozen=True):
     """What one attack does. `ehlo` rewrites a 250 EHLO reply, `starttls` handles the sender's
     STARTTLS command (None: forward it), `intercept` terminates TLS after the receiver's 2xx to
     STARTTLS, and `inject` is sent in plaintext right after that 2xx."""
@@ -169,8 +161,7 @@ _AFTER_BARRIER: dict[tuple[str, int], str] = {
 _BARRIERS = frozenset(verb for verb, _ in _AFTER_BARRIER)
 
 
-@dataclass(frozen=True)
-class _Pending:
+class _Pending(Struct, frozen=True):
     verb: str  # the command a receiver reply will answer ("<greeting>" first)
     answer: Reply | None = None  # made up by the attacker, sent when it is this one's turn
     attack: str | None = None

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 from ..errors import LabError
 
@@ -67,8 +68,7 @@ def _keyword(ehlo_line: str) -> str:
     return match.group().upper() if match else ""
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(Struct, frozen=True):
     """One SMTP reply: its code and the text of each line (without code or separator)."""
     code: int
     lines: tuple[str, ...]

@@ -16,13 +16,13 @@ reply (RFC 5452 §4.1): the client keeps waiting for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cached_property
 
 import dnslib
 from dnslib.buffer import BufferError as DnsBufferError
 from dnslib.dns import DNSError
 from dnslib.label import DNSLabelError
+from msgspec import Struct
 
 MAX_CHAIN = 16  # CNAME hops followed in one answer (dnspython's limit)
 MAX_NAME = 255  # RFC 1035 §2.3.4: octets of a name on the wire
@@ -34,8 +34,7 @@ class BadName(ValueError):
     """A name no question can carry (an empty or over-long label, too long in all)."""
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(Struct, frozen=True):
     """What a reply says about the question. `kind`: records | no-records | nxdomain | failed;
     `records` are the rdata of the asked type at the chain's end (for `records` only)."""
 
@@ -62,8 +61,7 @@ def labels(name: str) -> tuple[bytes, ...]:
     return parts
 
 
-@dataclass(frozen=True)
-class Question:
+class Question(Struct, frozen=True, dict=True):
     """One question to ask: `qid` is the packet's id, `name` the wire labels."""
 
     qid: int

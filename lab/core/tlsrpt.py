@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
+
+from msgspec import Struct
 
 from ..errors import LabError
 from .uri import is_uri
@@ -56,8 +57,7 @@ _EXT_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")  # tlsrpt-ext-value
 _MAILBOX = re.compile(r"[^@\s]+@[A-Za-z0-9.\-]+")
 
 
-@dataclass(frozen=True)
-class TlsRptRecord:
+class TlsRptRecord(Struct, frozen=True):
     """A valid `_smtp._tls` record: its report URIs (mailto: and https:, in record order), the
     URIs of other schemes (ignored), and unknown fields (ignored, kept for the record)."""
 
@@ -158,8 +158,7 @@ def mailboxes(records: Iterable[str | Sequence[str]]) -> frozenset[str]:
 
 
 # ---- building a report: RFC 8460 §4 ----------------------------------------------------------
-@dataclass(frozen=True)
-class Session:
+class Session(Struct, frozen=True):
     """One session as a reporter counts it (RFC 8460 §4.1): a TLS negotiation with one MX, or
     a policy phase that failed for a delivery. `result_type` None: a successful session."""
 

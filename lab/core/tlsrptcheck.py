@@ -11,8 +11,9 @@ import json
 import re
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from .tlsrpt import MEDIA_GZIP, MEDIA_JSON, POLICY_TYPES, RESULT_TYPES
 
@@ -244,8 +245,7 @@ def _detail_count(check: _Check, detail: object, path: str) -> int:
     return count or 0
 
 
-@dataclass(frozen=True)
-class Tally:
+class Tally(Struct, frozen=True):
     """What a report says about one policy domain: sessions and the failure result types."""
 
     successes: int

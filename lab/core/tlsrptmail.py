@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from dataclasses import dataclass
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import Message
 from email.utils import formatdate, make_msgid
 from typing import TYPE_CHECKING
+
+from msgspec import Struct
 
 from .tlsrpt import MEDIA_GZIP, MEDIA_JSON
 
@@ -86,8 +87,7 @@ def _folded(field: str, width: int = 78) -> str:
     return "\r\n ".join([*out, line])
 
 
-@dataclass(frozen=True)
-class MailedReport:
+class MailedReport(Struct, frozen=True):
     """What a stored message says as a TLS report, and every way it breaks RFC 8460 §5.3."""
 
     content_type: str  # the top-level media type, with parameters

@@ -9,8 +9,9 @@ due).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Literal
+
+from msgspec import Struct
 
 VERDICTS = ("PASS", "WEAK", "FAIL", "SKIP", "ERROR")
 # Severity for combining step verdicts into a scenario verdict: the worst wins.
@@ -22,15 +23,13 @@ _SEVERITY = {"PASS": 0, "WEAK": 1, "SKIP": 2, "FAIL": 3, "ERROR": 4}
 _CONFIDENTIAL = frozenset({"delivered-tls", "not-delivered"})
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(Struct, frozen=True):
     """One copy of the probe message in the genuine receiver's store."""
 
     tls: bool  # inside a TLS session the genuine receiver terminated itself
 
 
-@dataclass(frozen=True)
-class Evidence:
+class Evidence(Struct, frozen=True):
     stored: tuple[Stored, ...] = ()
     attacker_saw_body: bool = False  # the token crossed the attacker in the clear (or in
     # TLS the attacker terminated)
@@ -40,8 +39,7 @@ class Evidence:
     lab_error: str | None = None
 
 
-@dataclass(frozen=True)
-class Judgement:
+class Judgement(Struct, frozen=True):
     verdict: str
     reason: str  # one line, "" for PASS
 
@@ -69,8 +67,7 @@ _DESCRIBE = {
 }
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(Struct, frozen=True):
     """The facts one step's delivery verdict is read from."""
 
     expect: str
@@ -133,8 +130,7 @@ def combine(judgements: Iterable[Judgement]) -> Judgement:
     return worst
 
 
-@dataclass(frozen=True)
-class ReportSeen:
+class ReportSeen(Struct, frozen=True):
     """One TLS report (RFC 8460) the lab's collector received during a step, as judged."""
 
     channel: str  # https | mail
@@ -180,8 +176,7 @@ _REPORT_RULES: tuple[tuple[Callable[[ReportSeen, frozenset[str]], bool],
 )
 
 
-@dataclass(frozen=True)
-class _Reports:
+class _Reports(Struct, frozen=True):
     """The facts a step's TLS-RPT check is read from (an expectation is stated)."""
 
     expected: tuple[str, ...] | Literal[False]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import IO
+
+from msgspec import Struct, field
 
 from ..errors import LabError
 
@@ -29,8 +30,7 @@ def _devnull(mode: str) -> IO[str]:
     return open(os.devnull, mode)  # noqa: SIM115 - lives as long as the process
 
 
-@dataclass
-class Environment:
+class Environment(Struct):
     # A stream the shell closed (`>&-`) is None in sys: write to /dev/null, read end of input.
     stdout: IO[str] = field(default_factory=lambda: sys.stdout or _devnull("w"))
     stderr: IO[str] = field(default_factory=lambda: sys.stderr or _devnull("w"))

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from msgspec import Struct, field
 
 from ..core.record import PairRecord, StepRecord
 from ..core.recordparts import Connection, TlsReport, TranscriptEntry
@@ -58,8 +59,7 @@ expect = "not-delivered"
 """
 
 
-@dataclass(frozen=True)
-class ActSpec:
+class ActSpec(Struct, frozen=True):
     key: str
     title: str
     toml: str
@@ -79,8 +79,7 @@ ACTS: tuple[ActSpec, ...] = (
 
 # The story, as the views draw it. Invariant: every string here comes from a run record or
 # is fixed narration; nothing is guessed.
-@dataclass(frozen=True)
-class Line:
+class Line(Struct, frozen=True):
     """One line of the dialogue: what the receiver side saw and what the sender side saw.
     `change`: same | deleted (the sender never heard it) | added | changed | dropped (the
     receiver never got it) | forged (the attacker answered itself) | tls (a band)."""
@@ -91,15 +90,13 @@ class Line:
     change: str = "same"
 
 
-@dataclass(frozen=True)
-class Fact:
+class Fact(Struct, frozen=True):
     label: str
     value: str
     tone: str = "plain"  # plain | good | bad
 
 
-@dataclass
-class Act:
+class Act(Struct):
     number: int
     key: str
     title: str

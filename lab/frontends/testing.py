@@ -5,10 +5,11 @@ work without pytest too (`async with CheckedLab(as_scenario(text)) as lab:`)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from msgspec import Struct
 
 from ..core.defaults import DEFAULT_SCENARIO
 from ..core.model import Scenario, Step
@@ -32,8 +33,7 @@ def as_scenario(source: ScenarioSource, *, name: str = "lab_scenario") -> Scenar
     return scenario_from_text(source, file=f"<{name}>", scenario_id=name)
 
 
-@dataclass(frozen=True)
-class StepRun:
+class StepRun(Struct, frozen=True):
     """One step as the runner judged it: `record` is the step's entry of the run record
     (DESIGN §6: transcript, connections, received, sender_report, ...)."""
 

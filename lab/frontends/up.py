@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+import msgspec
+from msgspec import Struct
 
 from ..core.defaults import DEFAULT_SCENARIO
 from ..core.model import Scenario, Step
@@ -75,8 +76,7 @@ def choose(scenario_file: str | Path | None, step_number: int) -> tuple[Scenario
     return scenario, scenario.steps[step_number - 1]
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(Struct, frozen=True):
     """One lab host as the banner shows it."""
 
     role: str  # dns | mx | policy | tlsrpt
@@ -332,7 +332,7 @@ def as_run_record(scenario: Scenario, step: Step, record: Mapping[str, Any]) -> 
     is the command, its one step the lab's step with what was observed."""
     from ..harness.runner import attack_json, pair_record, run_record
 
-    shown = dataclasses.replace(
+    shown = msgspec.structs.replace(
         StepRecord.from_json(record), attack=attack_json(step),
         sender_report=SenderReport("unknown", f"{' '.join(record['command'])}: exit {record['exit']}"))
     result = pair_record(scenario, "up: " + " ".join(record["command"]),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+
+import msgspec
+from msgspec import Struct
 
 from ..core.attackplan import proxy_attacks, spoofs_mx, upstreams
 from ..core.evidence import gather, split
@@ -57,12 +58,12 @@ ATTACKER_READ_MAX = 8 * 1024
 
 
 def to_json(value: Any) -> Any:
-    """Plain JSON values from service records (dataclasses, bytes, tuples)."""
+    """Plain JSON values from service records (records, bytes, tuples)."""
     method = getattr(value, "to_json", None)
     if callable(method):
         return method()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, msgspec.Struct):
+        return {name: to_json(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, dict):
@@ -236,7 +237,7 @@ class Lab:
                                     if a.kind == "intercept-tls" and a.applies_to(mx)),
                                    "self-signed")
                 shown.append(certificate_shown(self._dane, i, mx, by, variant, self.pki))
-        return dataclasses.replace(self._dane, certificates=tuple(shown))
+        return msgspec.structs.replace(self._dane, certificates=tuple(shown))
 
     def observe(self, earlier: Sequence[StoredMessage] = ()) -> Observation:
         """Everything recorded since `prepare()` (or the last take), with no message singled
@@ -287,8 +288,7 @@ class Lab:
         )
 
 
-@dataclass(frozen=True)
-class Traffic:
+class Traffic(Struct, frozen=True):
     """What the DNS, the policy host and the attacker's proxy recorded in one phase."""
 
     dns_queries: tuple[DnsQuery, ...] = ()
@@ -297,8 +297,7 @@ class Traffic:
     transcript: tuple[TranscriptEntry, ...] = ()
 
 
-@dataclass(frozen=True)
-class Collected:
+class Collected(Struct, frozen=True):
     """`Lab.collect()`: the step's evidence and the record's parts for it."""
 
     evidence: Evidence
@@ -308,8 +307,7 @@ class Collected:
     dane: DaneEvidence | None = None  # steps with a [dane] table
 
 
-@dataclass(frozen=True)
-class Reports:
+class Reports(Struct, frozen=True):
     """`Lab.collect_reports()`: the reports as judged, and the record's parts for them."""
 
     seen: tuple[ReportSeen, ...]
@@ -319,8 +317,7 @@ class Reports:
     report_dns_queries: tuple[DnsQuery, ...]
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(Struct, frozen=True):
     """`Lab.observe()`: an `up` session, judged as one."""
 
     evidence: Evidence

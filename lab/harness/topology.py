@@ -14,7 +14,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from ..errors import LabError
 
@@ -33,14 +34,12 @@ ISOLATED_ATTACKER_MX = "127.0.2.1"
 MAX_MX_HOSTS = 250
 
 
-@dataclass(frozen=True)
-class Endpoint:
+class Endpoint(Struct, frozen=True):
     host: str
     port: int  # 0: ephemeral, read back after binding
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Struct, frozen=True):
     """Where the services of one lab listen, and what DNS says each name's address is."""
 
     dns: Endpoint
@@ -51,8 +50,7 @@ class Plan:
     addresses: dict[str, str] = field(default_factory=dict)  # A records: name -> IPv4
 
 
-@dataclass(frozen=True)
-class Topology:
+class Topology(Struct, frozen=True):
     name: str  # loopback | isolated
     summary: str
 

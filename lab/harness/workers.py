@@ -24,9 +24,10 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager as ContextManager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NoReturn
+
+from msgspec import Struct
 
 from .. import __version__
 from ..core.model import Scenario
@@ -242,8 +243,7 @@ class Claims:
             os.close(fd)  # the lock goes with the descriptor
 
 
-@dataclass(frozen=True)
-class Finished:
+class Finished(Struct, frozen=True):
     """A pair a worker finished, as its progress line tells (what a progress tick needs)."""
 
     verdict: str

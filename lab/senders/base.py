@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from msgspec import Struct, field
 
 from .env import LabEnv
 
 SenderState = Literal["delivered", "deferred", "bounced", "unknown"]
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(Struct, frozen=True):
     """One message to deliver. `token` is unique and appears only in the headers and body, so
     whoever reads the token has read the message (the envelope carries no token)."""
 
@@ -55,8 +55,7 @@ def _compose(fields: tuple[tuple[str, str], ...], body: str) -> bytes:
     return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
 
 
-@dataclass(frozen=True)
-class SendReport:
+class SendReport(Struct, frozen=True):
     """The sender's own view of one delivery attempt: `state`, its own words in `detail`
     (the run record's `sender_report.detail`) and anything else worth keeping in `extra`
     (JSON-serialisable; merged into `sender_report`)."""

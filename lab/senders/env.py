@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from msgspec import Struct, field
 
-@dataclass(frozen=True)
-class LabEnv:
+
+class LabEnv(Struct, frozen=True):
     """Addresses and trust anchors of a running lab.
 
     In the loopback topology every lab host resolves to 127.0.0.1 and is told apart by port:

@@ -16,9 +16,10 @@ import importlib.metadata
 import inspect
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from msgspec import Struct
 
 from ..core.senderchoice import Refusal, SenderChoice, choose_senders
 from ..errors import LabError, ProfileError, SenderError
@@ -28,8 +29,7 @@ ENTRY_POINT_GROUP = "downgrade_lab.senders"
 PROFILES = Path(__file__).resolve().parent / "profiles"
 
 
-@dataclass(frozen=True)
-class SenderInfo:
+class SenderInfo(Struct, frozen=True):
     name: str
     target: str  # "module:Class" (relative to this package for the lab's own), or a profile file
     summary: str

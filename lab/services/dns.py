@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import errno
 import time
-from dataclasses import dataclass
 from typing import Any, cast
+
+from msgspec import Struct
 
 from ..core.dnsserve import HEADER_SIZE, Served, serve
 from ..core.dnszone import ATTACKER_MX, Zone, answer, build_zone
@@ -24,8 +25,7 @@ BIND_ATTEMPTS = 5
 ANSWERED_MAX = 4096  # distinct packets a zone's answers are kept for (a flood keeps none more)
 
 
-@dataclass(frozen=True)
-class DnsQuery:
+class DnsQuery(Struct, frozen=True):
     """One query the lab's DNS saw. `rcode` is the rcode sent, `TIMEOUT` when a fault kept the
     lab silent, or `DROPPED` for a packet not worth an answer (too broken, or a response)."""
 

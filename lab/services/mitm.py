@@ -17,9 +17,10 @@ import asyncio
 import ssl
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
+
+from msgspec import Struct
 
 from ..core.model import Attack
 from ..core.smtp import (
@@ -48,8 +49,7 @@ WIRE_DIRECTIONS = ("sender->attacker", "attacker->sender", "attacker->receiver",
                    "receiver->attacker")
 
 
-@dataclass(frozen=True)
-class WireChunk:
+class WireChunk(Struct, frozen=True):
     """Bytes that crossed one of the attacker's sockets: `time` (time.time()), `direction`
     (one of WIRE_DIRECTIONS). Inside TLS the attacker terminated they are the plaintext it
     read or wrote (asyncio decrypts below the proxy); in passthrough the raw TLS bytes."""
@@ -59,8 +59,7 @@ class WireChunk:
     data: bytes
 
 
-@dataclass(frozen=True)
-class ConnectionRecord:
+class ConnectionRecord(Struct, frozen=True):
     """What the attacker saw of one connection since the previous `take_records()`.
 
     `client_plaintext` holds what the sender said readably (in the clear, or inside TLS the

@@ -26,13 +26,13 @@ import ssl
 import struct
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse
 from aiohttp.web_server import Server
+from msgspec import Struct
 
 from ..core.model import Attack, PolicySpec
 from ..core.policyserve import (
@@ -55,8 +55,7 @@ BACKLOG = 128
 HANDSHAKE_TIMEOUT_S = 60.0  # a client that stalls inside the TLS handshake is dropped then
 
 
-@dataclass(frozen=True)
-class PolicyRequest:
+class PolicyRequest(Struct, frozen=True):
     """One request (or, with `blocked`, one connection the block attack swallowed)."""
 
     time: float  # Unix time it arrived
@@ -69,8 +68,7 @@ class PolicyRequest:
     blocked: str = ""  # reset | timeout when block-policy-fetch took the connection
 
 
-@dataclass(frozen=True)
-class Handshake:
+class Handshake(Struct, frozen=True):
     """One TLS ClientHello seen: which name was asked for and which certificate answered.
     A handshake with no request after it usually means the client rejected the certificate."""
 

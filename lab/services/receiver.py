@@ -25,10 +25,10 @@ import ssl
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
+from msgspec import Struct
 
 from ..core.model import ReceiverSpec
 from ..errors import ServiceError
@@ -48,8 +48,7 @@ def _norm(name: str) -> str:
     return name.lower().rstrip(".")
 
 
-@dataclass(frozen=True)
-class StoredMessage:
+class StoredMessage(Struct, frozen=True):
     """One message the receiver accepted (stored before its 250 was sent)."""
 
     mx: str  # the MX host name of the listener that took it

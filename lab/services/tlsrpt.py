@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import Response, StreamResponse
 from aiohttp.web_server import Server
+from msgspec import Struct, field
 
 from ..core.tlsrpt import MEDIA_GZIP, MEDIA_JSON
 from ..core.tlsrptcheck import decode_report, media_type, validate_report
@@ -36,8 +36,7 @@ REPORT_PATH = "/report"  # the lab's rua: https://tlsrpt.D/report
 SHUTDOWN_GRACE_S = 0.1
 
 
-@dataclass(frozen=True)
-class ReceivedReport:
+class ReceivedReport(Struct, frozen=True):
     """One report as it arrived, by HTTPS POST or by mail, and what is wrong with it."""
 
     channel: str  # https | mail

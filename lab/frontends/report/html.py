@@ -12,9 +12,10 @@ user may not have written, and SMTP lines from an attacker. Nothing is inserted 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
+
+import msgspec
 
 from ...core.dane import USAGE_NAMES
 from ...core.daneevidence import abbreviate, answer_rows, short_record
@@ -202,7 +203,7 @@ def _step(n: int, total: int, step: StepRecord, sender: str) -> str:
                   f"</tr>{timeline}</table>"]
     if step.report_transcript:  # a TLS report mailed through the attacker's proxy
         parts += ["<h3>The TLS report's own delivery, through the attacker</h3>",
-                  sequence_svg(dataclasses.replace(step, connections=step.report_connections or (),
+                  sequence_svg(msgspec.structs.replace(step, connections=step.report_connections or (),
                                                    transcript=step.report_transcript), sender)]
     parts += [_sender_report(step.sender_report), _received(step)]
     if step.tlsrpt_reports is not None:
@@ -348,7 +349,7 @@ def _stolen(step: StepRecord) -> str:
             f"{''.join(texts)}</details>")
 
 
-_ATTEMPT_KEYS = [f.name for f in dataclasses.fields(Attempt)]
+_ATTEMPT_KEYS = [f.name for f in msgspec.structs.fields(Attempt)]
 
 
 def _sender_report(report: SenderReport) -> str:

@@ -21,9 +21,10 @@ import base64
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from msgspec import Struct, field
 
 from ...core.record import RunRecord, StepRecord, as_run, as_step
 from ...core.recordparts import Connection, JSONObject
@@ -47,8 +48,7 @@ _LEGS: dict[str, tuple[str, bool]] = {
 }
 
 
-@dataclass
-class _Stream:
+class _Stream(Struct):
     """One synthetic TCP connection: addresses and each end's next sequence number."""
     client: tuple[str, int]
     server: tuple[str, int]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import html
 import re
-from dataclasses import dataclass, field
+
+from msgspec import Struct, field
 
 from ...core.record import StepRecord, as_step
 from ...core.recordparts import Connection, JSONObject, TranscriptEntry
@@ -44,8 +45,7 @@ def _clip(text: str) -> str:
     return _short(text, MAX_CHARS)
 
 
-@dataclass
-class _Canvas:
+class _Canvas(Struct):
     """Rows are appended top to bottom; bands (TLS sessions) and lifelines go underneath."""
     y: int = HEAD_H + 10
     under: list[str] = field(default_factory=list)
@@ -62,8 +62,7 @@ class _Canvas:
                          f'{y - 4} {x2 - head:.0f},{y + 4}" class="head {cls}"/>')
 
 
-@dataclass(frozen=True)
-class _Label:
+class _Label(Struct, frozen=True):
     text: str
     cls: str = "said"
     struck: bool = False
@@ -153,8 +152,7 @@ def _cert(attacks: list[str]) -> str:
     return "self-signed" if any(a.startswith("intercept-tls") for a in attacks) else "?"
 
 
-@dataclass
-class _Band:
+class _Band(Struct):
     top: int
     kind: str  # passthrough | intercepted
 
@@ -278,8 +276,7 @@ def sequence_svg(step: StepRecord | JSONObject, sender: str) -> str:
             f'aria-label="sequence diagram">{"".join(c.under)}{life}{"".join(c.over)}</svg>')
 
 
-@dataclass(frozen=True)
-class Moment:
+class Moment(Struct, frozen=True):
     """One point of the step's timeline: `ms` after the first, on a `lane`."""
     ms: float
     lane: str

@@ -10,7 +10,7 @@ it is the baseline the matrix shows the reference sender beating.
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec
 
 from ...errors import SenderError
 from ..base import Message, SendReport, remaining
@@ -83,6 +83,6 @@ class OpportunisticSender:
             # The vulnerable fallback: a broken handshake is retried in the clear.
             retry = await deliver_via_mx(env, host, message, tls="none", timeout=budget())
             detail = f"{attempt.detail}; retried in plaintext: {retry.detail}"
-            return dataclasses.replace(retry, detail=detail)
+            return msgspec.structs.replace(retry, detail=detail)
         return attempt
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from msgspec import Struct
 
 from ...core.policy import MAX_POLICY_BYTES, FetchError
 from ..env import LabEnv
@@ -48,8 +48,7 @@ class LabResolver(AbstractResolver):
         return None
 
 
-@dataclass(frozen=True)
-class Fetched:
+class Fetched(Struct, frozen=True):
     status: int
     content_type: str | None
     body: bytes

@@ -21,10 +21,11 @@ import asyncio
 import functools
 import ssl
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import aiosmtplib
+from msgspec import Struct
+from msgspec.structs import asdict
 
 from ..base import Message
 from ..env import LabEnv
@@ -50,8 +51,7 @@ _CERT_FAILURES: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Attempt:
+class Attempt(Struct, frozen=True):
     """One delivery attempt to one MX host, as the sender saw it."""
 
     mx: str

@@ -16,10 +16,10 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from msgspec import Struct
 
 from ...core.policy import Policy, serialise_policy
 from ...core.tlsrpt import (
@@ -48,8 +48,7 @@ MAIL_TIMEOUT_S = 3.0
 USER_AGENT = "downgrade-lab-reference/0.1 (TLS-RPT)"
 
 
-@dataclass(frozen=True)
-class Applied:
+class Applied(Struct, frozen=True):
     """The policy a delivery to `domain` went under, as a report names it (RFC 8460 §4.4)."""
 
     domain: str

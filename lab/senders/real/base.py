@@ -14,9 +14,10 @@ import signal
 import socket
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from msgspec import Struct
 
 from ...errors import SenderError
 from ..env import LabEnv
@@ -133,8 +134,7 @@ def one_line(text: str | bytes, limit: int = 300) -> str:
     return line if len(line) <= limit else line[:limit] + "..."
 
 
-@dataclass(frozen=True)
-class Done:
+class Done(Struct, frozen=True):
     """A finished command: its exit status and what it printed."""
 
     code: int

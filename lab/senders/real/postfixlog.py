@@ -11,7 +11,8 @@ qmgr's memory of earlier failures to that destination, not an attempt: stale sta
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from msgspec import Struct
 
 _MESSAGE_ID = re.compile(r"postfix/cleanup\[\d+\]: (?P<qid>[0-9A-Za-z]+): message-id=<?(?P<mid>[^>\s]*)>?")
 _STATUS = re.compile(r"postfix/(?P<svc>[\w/-]+)\[(?P<pid>\d+)\]: (?P<qid>[0-9A-Za-z]+): "
@@ -25,8 +26,7 @@ STATES = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced",
 STALE = "delivery temporarily suspended"
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(Struct, frozen=True):
     queue_id: str
     state: str  # delivered | deferred | bounced
     reason: str  # Postfix's own words, e.g. "TLS is required, but was not offered by host ..."
