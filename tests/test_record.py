@@ -229,6 +229,35 @@ def test_a_run_records_text_reads_back_as_the_record() -> None:
     assert RunRecord.from_json(json.loads(record.to_text())) == record
 
 
+def _without_wire(pair: PairRecord) -> dict[str, Any]:
+    data = pair.to_json()
+    for step in data["steps"]:
+        for c in step["connections"]:
+            c.pop("wire", None)
+    return data
+
+
+_NO_WIRE = msgspec.structs.replace(_step(), connections=(
+    msgspec.structs.replace(_step().connections[0], wire=None, wire_truncated=None),))
+
+
+@pytest.mark.parametrize("record", [
+    RunRecord((), 0.25, __version__),
+    _record(),  # a connection with pcap wire bytes
+    _record(_NO_WIRE, _NO_WIRE, verdict="PASS"),
+    RunRecord((PairRecord("a/b", "ref", "SKIP", "caf\u00e9 \u2603 \"q\"\n"),), 0.0),  # no steps
+    RunRecord(_record().results * 3, 2.5, __version__),
+], ids=["empty", "wire", "no-wire", "no-steps", "three-pairs"])
+def test_the_texts_laid_out_from_one_encoding_are_the_encoders(record: RunRecord) -> None:
+    assert record.to_text() == dumps_record(record.to_json())
+    for pair in record.results:
+        assert pair.row() == json.dumps(pair.to_json())
+        assert pair.attachment() == dumps_record(_without_wire(pair), rows="steps")
+        assert '"wire"' not in pair.attachment()
+    assert ('"wire"' in record.to_text()) == any(
+        c.wire is not None for p in record.results for s in p.steps for c in s.connections)
+
+
 def test_a_pair_record_as_text_has_a_line_per_step() -> None:
     pair = {"scenario": "a/b", "steps": [{"outcome": "delivered-tls"}, {"outcome": "x"}], "n": 2}
     text = dumps_record(pair, rows="steps")

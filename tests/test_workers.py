@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import astuple
 
 from downgrade_lab import __version__
 from downgrade_lab.core.model import Scenario
+from downgrade_lab.core.record import PairRecord, RunRecord, dumps_record
 from downgrade_lab.core.scenario import load_scenario
 from downgrade_lab.core.selection import ClaimPlan, claim_order
 from downgrade_lab.errors import LabError
@@ -113,14 +115,30 @@ def test_workers_progress_counts_every_pair_of_the_run(tmp_path: Path) -> None:
 
 
 def test_a_share_reads_back_as_the_record_it_was(tmp_path: Path) -> None:
-    from downgrade_lab.core.record import RunRecord
     from downgrade_lab.harness.workers import read_share, write_share
 
-    record = RunRecord((), 1.5, __version__)
+    pairs = (PairRecord("a/b", "reference", "PASS", ""), PairRecord("a/c", "x", "SKIP", "caf\u00e9"))
+    record = RunRecord(pairs, 1.5, __version__)
     write_share(tmp_path / "share", record)
-    assert read_share(tmp_path / "share") == record
-    assert not (tmp_path / "share.part").exists()
-    (tmp_path / "other").write_bytes(pickle.dumps({"results": []}))
+    back = read_share(tmp_path / "share")
+    assert back == record and not (tmp_path / "share.part").exists()
+    # each pair's texts come made by the worker, and are what the outer would make
+    assert all("encoded" in p.__dict__ for p in back.results)
+    assert [p.encoded for p in back.results] == [PairRecord(*astuple(p)).encoded
+                                                 for p in back.results]
+    assert back.to_text() == dumps_record(record.to_json())
+
+
+@pytest.mark.parametrize("share", [
+    {"results": []},  # not a share at all
+    RunRecord((), 1.5),  # a record without its texts
+    (RunRecord((PairRecord("a/b", "r", "PASS", ""),), 1.5), []),  # texts missing
+    (RunRecord((PairRecord("a/b", "r", "PASS", ""),), 1.5), [("x", "y", "z")]),  # not texts
+], ids=["dict", "bare-record", "too-few-texts", "wrong-texts"])
+def test_what_is_not_a_workers_share_is_refused(tmp_path: Path, share: object) -> None:
+    from downgrade_lab.harness.workers import read_share
+
+    (tmp_path / "other").write_bytes(pickle.dumps(share))
     with pytest.raises(LabError, match="not a worker's record"):
         read_share(tmp_path / "other")
 

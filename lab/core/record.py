@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Self
+from functools import cached_property
+from typing import Any, NamedTuple, Self
 
 from msgspec import Struct, field
 
@@ -242,7 +243,7 @@ class StepRecord(Struct, frozen=True):
             dane=DaneEvidence.from_json(dane) if isinstance(dane, Mapping) else None)
 
 
-class PairRecord(Struct, frozen=True):
+class PairRecord(Struct, frozen=True, dict=True):
     """One scenario against one sender (`results[i]`)."""
 
     scenario: str  # the scenario id
@@ -261,6 +262,32 @@ class PairRecord(Struct, frozen=True):
                 "reason": self.reason, "title": self.title, "rfc": list(self.rfc),
                 "tags": list(self.tags), "file": self.file, "duration_s": self.duration_s,
                 "steps": [s.to_json() for s in self.steps]}
+
+    @cached_property
+    def encoded(self) -> Encoded:
+        """The JSON text of each field and each step, made once for the run record's row
+        (`row()`) and the JUnit attachment (`attachment()`): both are these pieces laid out."""
+        data = self.to_json()
+        steps = data.pop("steps")
+        fields = tuple((json.dumps(k), json.dumps(v)) for k, v in data.items())
+        encoded = tuple(json.dumps(s) for s in steps)
+        if any("wire" in c for s in steps for c in s["connections"]):
+            for s in steps:
+                for c in s["connections"]:
+                    c.pop("wire", None)
+            return Encoded(fields, encoded, tuple(json.dumps(s) for s in steps))
+        return Encoded(fields, encoded, encoded)
+
+    def row(self) -> str:
+        """`json.dumps(self.to_json())`: the pair's line of the run record."""
+        fields, steps, _ = self.encoded
+        return "{" + "".join(f"{k}: {v}, " for k, v in fields) + f'"steps": [{", ".join(steps)}]}}'
+
+    def attachment(self) -> str:
+        """`dumps_record` of the pair without the pcap wire bytes (they have their own file),
+        one line per field and per step: the JUnit test case's system-out."""
+        fields, _, steps = self.encoded
+        return _layout([(k, v) for k, v in fields], '"steps"', list(steps))
 
     @classmethod
     def from_json(cls, d: JSONObject) -> Self:
@@ -303,8 +330,17 @@ class RunRecord(Struct, frozen=True):
         return self.to_json()
 
     def to_text(self) -> str:
-        """The record file's text (`--json`): `dumps_record` of `to_json()`."""
-        return dumps_record(self.to_json())
+        """The record file's text (`--json`): `dumps_record` of `to_json()`, each pair's row
+        as `PairRecord.row()` lays it out from the pieces it also gives JUnit."""
+        data = self.to_json_head()
+        return _layout([(json.dumps(k), json.dumps(v)) for k, v in data.items()], '"results"',
+                       [r.row() for r in self.results], before=2)
+
+    def to_json_head(self) -> dict[str, Any]:
+        """`to_json()` without its results (the rows `to_text` lays out): the keys in order,
+        `results` standing where the rows go."""
+        return {"schema_version": self.schema_version, "lab_version": self.lab_version,
+                "summary": self.counts(), "duration_s": self.duration_s}
 
     @classmethod
     def from_json(cls, data: JSON) -> Self:
@@ -321,19 +357,36 @@ class RunRecord(Struct, frozen=True):
                    number(data, "duration_s"), text(data, "lab_version"), version)
 
 
+class Encoded(NamedTuple):
+    """A pair's JSON pieces (`PairRecord.encoded`): (key, value) texts of its fields but
+    `steps`, its steps' texts, and the same without pcap wire bytes."""
+
+    fields: tuple[tuple[str, str], ...]
+    steps: tuple[str, ...]
+    bare_steps: tuple[str, ...]
+
+
 def dumps_record(data: Mapping[str, Any], rows: str = "results") -> str:
     """A record's JSON text, one line per top-level field and per item of the list `rows` (a
     run record's pair results, a pair record's steps), ending in a newline: `grep` and `diff`
     find a pair, and it is written by the C encoder (an indented `json.dumps` of the
     catalogue's 10 MB record takes five times as long)."""
-    lines = []
-    for key, value in data.items():
-        head = f" {json.dumps(key)}: "
-        if key == rows and isinstance(value, list) and value:
-            items = ",\n  ".join(json.dumps(r) for r in value)
-            lines.append(f"{head}[\n  {items}\n ]")
-        else:
-            lines.append(head + json.dumps(value))
+    fields = [(json.dumps(k), json.dumps(v)) for k, v in data.items() if k != rows]
+    items = data.get(rows)
+    if not isinstance(items, list):
+        return _layout([(json.dumps(k), json.dumps(v)) for k, v in data.items()], None, [])
+    where = list(data).index(rows)
+    return _layout(fields, json.dumps(rows), [json.dumps(r) for r in items], before=where)
+
+
+def _layout(fields: list[tuple[str, str]], rows_key: str | None, rows: list[str],
+            before: int | None = None) -> str:
+    """`dumps_record`'s lines: each (key, value) text on its own line and the rows, one a
+    line, under `rows_key` at position `before` (default: last)."""
+    lines = [f" {k}: {v}" for k, v in fields]
+    if rows_key is not None:
+        listed = f" {rows_key}: [\n  " + ",\n  ".join(rows) + "\n ]" if rows else f" {rows_key}: []"
+        lines.insert(len(lines) if before is None else before, listed)
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 

@@ -31,7 +31,7 @@ from msgspec import Struct
 
 from .. import __version__
 from ..core.model import Scenario
-from ..core.record import PairRecord, RunRecord
+from ..core.record import Encoded, PairRecord, RunRecord
 from ..core.selection import START, ClaimPlan
 from ..errors import LabError
 from . import isolate
@@ -193,7 +193,11 @@ def write_share(path: Path, record: RunRecord) -> None:
     outer process): never a file from elsewhere; the record a user gets is the JSON the outer
     writes."""
     tmp = path.with_suffix(".part")
-    tmp.write_bytes(pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL))
+    # Each pair's JSON text goes too (`PairRecord.encoded`), made here, on the worker's core,
+    # while the other workers may still run: the outer only lays the texts out (the
+    # catalogue's record and JUnit file took about 0.2 s after the last pair otherwise).
+    share = (record, [r.encoded for r in record.results])
+    tmp.write_bytes(pickle.dumps(share, protocol=pickle.HIGHEST_PROTOCOL))
     tmp.rename(path)  # the outer sees a whole share or none
 
 
@@ -202,13 +206,19 @@ def read_share(path: Path) -> RunRecord:
     collecting = gc.isenabled()
     gc.disable()  # no collection passes over the growing record: loads take 0.6x as long
     try:
-        record = pickle.loads(data)
+        share = pickle.loads(data)
     finally:
         if collecting:
             gc.enable()
-    if not isinstance(record, RunRecord):
-        raise LabError(f"{path}: not a worker's record")
-    return record
+    match share:
+        case (RunRecord() as record, [*encoded]) if len(encoded) == len(record.results):
+            for pair, texts in zip(record.results, encoded, strict=True):
+                if not isinstance(texts, Encoded):
+                    break
+                pair.__dict__["encoded"] = texts  # what the cached property would make
+            else:
+                return record
+    raise LabError(f"{path}: not a worker's record")
 
 
 class Claims:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from typing import Any
 
-from ...core.record import PairRecord, RunRecord, as_run, dumps_record
+from ...core.record import RunRecord, as_run
 from ...core.recordparts import JSONObject
 
 # Characters XML 1.0 cannot carry at all (§2.2); a reason may quote an SMTP line an attacker
@@ -16,16 +15,6 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 def _xml_safe(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def _attachment(result: PairRecord) -> str:
-    """The result as JSON for system-out, a line per field and per step, without the pcap wire
-    bytes (they have their own file)."""
-    data: dict[str, Any] = result.to_json()
-    for step in data["steps"]:
-        for c in step["connections"]:
-            c.pop("wire", None)
-    return dumps_record(data, rows="steps")
 
 
 def to_junit(record: RunRecord | JSONObject) -> bytes:
@@ -55,6 +44,6 @@ def to_junit(record: RunRecord | JSONObject) -> bytes:
         elif verdict == "WEAK":
             ET.SubElement(case, "properties").append(
                 ET.Element("property", {"name": "verdict", "value": f"WEAK: {reason}"}))
-        ET.SubElement(case, "system-out").text = _attachment(r)
+        ET.SubElement(case, "system-out").text = r.attachment()
     data: bytes = ET.tostring(suite, encoding="utf-8", xml_declaration=True)
     return data
