@@ -225,7 +225,7 @@ def test_a_core_module_that_does_io_or_reaches_out_is_caught(source: str, proble
 def test_what_the_core_may_use_is_not_caught() -> None:
     sources = made_up({"": "__version__ = '1'", "errors": "class LabError(Exception): ...",
                        "core.y": "",
-                       "core.x": "import re, json, dataclasses, urllib.parse, email.message, dnslib\n"
+                       "core.x": "import re, json, msgspec, urllib.parse, email.message, dnslib\n"
                                  "import dns.name, dns.message\n"
                                  "from . import y\nfrom .. import __version__\nfrom ..errors import LabError"})
     assert core_violations(module_graph(sources), "pkg") == []

@@ -17,6 +17,7 @@ from msgspec import Struct
 
 from .model import Attack, World
 from .model import Tlsa as DnssecTlsa
+from .names import name_key
 from .scenario import EVERY_MX
 
 # RFC 6698 §7.2-7.4 registries. RFC 7672 §3.1.3 (T-10): PKIX-TA(0) and PKIX-EE(1) are unusable
@@ -81,11 +82,11 @@ def _name_ok(cert: x509.Certificate, names: Sequence[str]) -> bool:
     reference identifier; the CN counts only without DNS names."""
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        dnsnames = [n.lower().rstrip(".") for n in sans.value.get_values_for_type(x509.DNSName)]
+        dnsnames = [name_key(n) for n in sans.value.get_values_for_type(x509.DNSName)]
     except x509.ExtensionNotFound:
         dnsnames = [str(a.value).lower() for a in
                     cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
-    for ref in (n.lower().rstrip(".") for n in names):
+    for ref in (name_key(n) for n in names):
         for pattern in dnsnames:
             if pattern == ref:
                 return True

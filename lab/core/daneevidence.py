@@ -21,16 +21,13 @@ from .dane import Tlsa, authenticate
 from .dnssec import tlsa_owner
 from .model import DANE_DNS_ATTACKS, Attack
 from .model import Tlsa as TlsaTuple
+from .names import name_key
 from .recordparts import DaneEvidence, DnsQuery, ShownCert, Tampering, TlsaEntry
-
-
-def _norm(name: str) -> str:
-    return name.lower().rstrip(".")
 
 
 def tlsa_entries(records: Mapping[str, Sequence[TlsaTuple]]) -> tuple[TlsaEntry, ...]:
     """MX host -> records (lab/core/dane.py `published_tlsa`, `forged_tlsa`) as record parts."""
-    return tuple(TlsaEntry(_norm(host), u, s, m, data.hex())
+    return tuple(TlsaEntry(name_key(host), u, s, m, data.hex())
                  for host, rs in records.items() for u, s, m, data in rs)
 
 
@@ -42,9 +39,9 @@ def tampering(domain: str, mx: Sequence[str], attacks: Sequence[Attack],
     """What each DNS-layer DANE attack of the step did, name by name. `zones`: the lab's zone
     origins; `signed`: those that carry signatures (the attacks on signatures act only there,
     as lab/core/dnssec.py `sign()` does)."""
-    origins = sorted({_norm(z) for z in zones} | {_norm(z) for z in signed})
-    signed_set = {_norm(z) for z in signed}
-    hosts = [_norm(h) for h in mx]
+    origins = sorted({name_key(z) for z in zones} | {name_key(z) for z in signed})
+    signed_set = {name_key(z) for z in signed}
+    hosts = [name_key(h) for h in mx]
 
     def zone_of(name: str) -> str | None:
         """The signed zone `name` lies in (None: its zone is unsigned)."""
@@ -52,7 +49,7 @@ def tampering(domain: str, mx: Sequence[str], attacks: Sequence[Attack],
         best = max(hits, key=len) if hits else None
         return best if best in signed_set else None
 
-    home = zone_of(_norm(domain))  # the recipient's zone, when signed
+    home = zone_of(name_key(domain))  # the recipient's zone, when signed
     out: list[Tampering] = []
     for a in attacks:
         if a.kind not in DANE_DNS_ATTACKS:
@@ -99,7 +96,7 @@ def tampering(domain: str, mx: Sequence[str], attacks: Sequence[Attack],
 
 def tampered(t: Tampering, qname: str, qtype: str) -> bool:
     """`t` acted on the answer to (qname, qtype)."""
-    name = _norm(qname)
+    name = name_key(qname)
     if t.rtype not in ("*", qtype):
         return False
     if t.name.startswith("*."):
@@ -107,7 +104,7 @@ def tampered(t: Tampering, qname: str, qtype: str) -> bool:
         if name == zone and qtype == "DS":
             return False  # the DS at the apex lives in the parent zone (RFC 4035 §3.1.4.1)
         return name == zone or name.endswith("." + zone)
-    return name == _norm(t.name)
+    return name == name_key(t.name)
 
 
 # ---- the certificate the sender was shown, against the TLSA records ----
@@ -129,7 +126,7 @@ def shown_certificate(connection: int, mx: str, presented_by: str, variant: str,
     leaf = x509.load_der_x509_certificate(chain_der[0])
     spki = leaf.public_key().public_bytes(serialization.Encoding.DER,
                                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    host = _norm(mx)
+    host = name_key(mx)
     mine = [e for e in published if e.host == host]
     matched = next((e for e in mine if authenticate([_tlsa(e)], chain_der, names, now) is None),
                    None)
@@ -197,7 +194,7 @@ def _parse(line: str) -> tuple[str, str, list[str]]:
     fields = line.split()
     if len(fields) < 4:
         return "", "", []
-    return _norm(fields[0]), fields[3].upper(), fields[4:]
+    return name_key(fields[0]), fields[3].upper(), fields[4:]
 
 
 def _sigs(lines: Sequence[str]) -> list[_Sig]:
@@ -205,7 +202,7 @@ def _sigs(lines: Sequence[str]) -> list[_Sig]:
     for line in lines:
         _, rtype, rd = _parse(line)
         if rtype == "RRSIG" and len(rd) >= 8 and rd[6].isdigit():
-            out.append(_Sig(rd[0].upper(), _when(rd[4]), _when(rd[5]), int(rd[6]), _norm(rd[7])))
+            out.append(_Sig(rd[0].upper(), _when(rd[4]), _when(rd[5]), int(rd[6]), name_key(rd[7])))
     return out
 
 
@@ -258,11 +255,11 @@ def _state(q: DnsQuery, keys: Mapping[str, int]) -> tuple[str, str, bool | None]
 
 
 def _relevant(q: DnsQuery, dane: DaneEvidence) -> bool:
-    name = _norm(q.qname)
-    hosts = {_norm(h) for h in dane.mx}
-    zones = {k.zone for k in dane.keys} | {_norm(dane.domain), "test"}
+    name = name_key(q.qname)
+    hosts = {name_key(h) for h in dane.mx}
+    zones = {k.zone for k in dane.keys} | {name_key(dane.domain), "test"}
     if q.qtype == "MX":
-        return name == _norm(dane.domain)
+        return name == name_key(dane.domain)
     if q.qtype in ("A", "AAAA"):
         return name in hosts
     if q.qtype == "TLSA":
@@ -282,7 +279,7 @@ def answer_rows(queries: Sequence[DnsQuery], dane: DaneEvidence) -> list[AnswerR
     for q in queries:
         if not _relevant(q, dane):
             continue
-        ident = (_norm(q.qname), q.qtype, q.rcode, q.answers)
+        ident = (name_key(q.qname), q.qtype, q.rcode, q.answers)
         if ident in seen:
             i = seen[ident]
             old = rows[i]
@@ -293,7 +290,7 @@ def answer_rows(queries: Sequence[DnsQuery], dane: DaneEvidence) -> list[AnswerR
         state, detail, ok = _state(q, keys)
         records = tuple(rdata(a) for a in q.answers if _parse(a)[1] == q.qtype)
         did = [t for t in dane.tampering if tampered(t, q.qname, q.qtype)]
-        rows.append(AnswerRow(_norm(q.qname), q.qtype, q.rcode, records, state, detail, ok,
+        rows.append(AnswerRow(name_key(q.qname), q.qtype, q.rcode, records, state, detail, ok,
                               tuple(t.what for t in did), 1, tuple(t.attack for t in did)))
     return rows
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 from msgspec import Struct
 
+from .names import name_key
+
 if TYPE_CHECKING:
     from typing import TypeAlias
 
@@ -92,7 +94,7 @@ def _signing_key(key: PrivateKey) -> tuple[bytes, bytes]:
 
 
 def _name(domain: str, selector: str) -> str:
-    return f"{selector}._domainkey.{domain}".lower().rstrip(".")  # RFC 6376 §3.6.2.1
+    return name_key(f"{selector}._domainkey.{domain}")  # RFC 6376 §3.6.2.1
 
 
 def publish(domain: str, selector: str, key: PublicKey) -> None:
@@ -106,7 +108,7 @@ def _dnsfunc(key: PublicKey | None) -> Callable[..., bytes | None]:
     def lookup(name: bytes, timeout: float = 5) -> bytes | None:
         if key is not None:
             return key_record(key)
-        return _PUBLISHED.get(name.decode("ascii", "replace").lower().rstrip("."))
+        return _PUBLISHED.get(name_key(name.decode("ascii", "replace")))
     return lookup
 
 

@@ -43,6 +43,7 @@ from msgspec import Struct, field
 from ..errors import LabError
 from .dnszone import EDNS_LIMIT, MAX_CHAIN, Zone
 from .model import DANE_DNS_ATTACKS, Attack, Tlsa
+from .names import name_key
 
 ANCHOR = "test"  # the lab root: senders trust its key and nothing else
 ALGORITHM = dns.dnssectypes.Algorithm.ECDSAP256SHA256  # 13
@@ -60,11 +61,11 @@ EDNS_DO = 1 << 15  # the DO bit in the OPT record's TTL field (RFC 3225)
 
 
 def _name(text: str) -> dns.name.Name:
-    return dns.name.from_text(text.lower().rstrip(".") + ".")
+    return dns.name.from_text(name_key(text) + ".")
 
 
 def tlsa_owner(host: str) -> str:
-    return TLSA_PORT_PREFIX + host.lower().rstrip(".")
+    return TLSA_PORT_PREFIX + name_key(host)
 
 
 class ZoneKey(Struct):
@@ -194,7 +195,7 @@ def _build(zone: Zone, keys: LabKeys, dane: DaneWorld, attacks: Sequence[Attack]
         _add(zones[zone_of(r.name)], r.name, _record_rdata(r))
     _add(zones[ANCHOR], ANCHOR, _rdata("SOA", f"ns.{ANCHOR}. hostmaster.{ANCHOR}. 1 0 0 0 0"))
     for host, records in dane.tlsa.items():
-        host = host.lower().rstrip(".")
+        host = name_key(host)
         owner = tlsa_owner(host)
         _add(zones[zone_of(host)], owner, *(_tlsa_rdata(t) for t in records))
     for child in names[1:]:
@@ -227,7 +228,7 @@ def _attack(built: _Built, zone: Zone, keys: LabKeys, dane: DaneWorld,
             attacks: Sequence[Attack], now: float) -> None:
     zones, names = built.zones, list(built.zones)
     home = zone.origin_of(dane.domain) or dane.domain
-    mx_hosts = [h.lower().rstrip(".") for h in dane.tlsa] + [
+    mx_hosts = [name_key(h) for h in dane.tlsa] + [
         r.target for r in zone.records if r.rtype == "MX" and r.target]
 
     def zone_of(owner: str) -> dns.zone.Zone:
@@ -346,11 +347,11 @@ class SignedZones:
             self._nsecs[n] = sorted(nsecs, key=lambda p: p[0])
 
     def covers(self, qname: str) -> bool:
-        name = qname.lower().rstrip(".")
+        name = name_key(qname)
         return name == ANCHOR or name.endswith("." + ANCHOR)
 
     def zone_for(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> str | None:
-        text = name.to_text().rstrip(".").lower()
+        text = name_key(name.to_text())
         hits = [n for n in self.zones if text == n or text.endswith("." + n)]
         if not hits:
             return None

@@ -29,6 +29,7 @@ from msgspec import Struct
 
 from ..errors import LabError
 from .model import DNS_FAULTS, Attack, TxtRecord, World
+from .names import name_key
 
 ATTACKER_MX = "mx.attacker.test"  # spoof-mx: the attacker's own MX host (its A from `addresses`)
 MAX_CHAIN = 8  # CNAME hops before we call it a loop and answer SERVFAIL, as resolvers do
@@ -36,11 +37,6 @@ UDP_LIMIT = 512  # RFC 1035 §4.2.1, without EDNS
 EDNS_LIMIT = 1232  # the DNS flag day 2020 payload size we advertise and honour at most
 TXT_CHUNK = 255  # RFC 1035 §3.3: a character-string holds at most 255 bytes
 QCLASS_ANY = 255  # RFC 1035 §3.2.5 (dnslib has no name for it)
-
-
-def _norm(name: str) -> str:
-    """Names compare case-insensitively, with or without the trailing dot."""
-    return name.lower().rstrip(".")
 
 
 def type_name(qtype: int) -> str:
@@ -129,19 +125,19 @@ class Zone(Struct, frozen=True, dict=True):
         return frozenset(names)
 
     def at(self, name: str) -> tuple[Record, ...]:
-        return self._by_name.get(_norm(name), ())
+        return self._by_name.get(name_key(name), ())
 
     def fault(self, name: str) -> str | None:
-        return dict(self.faults).get(_norm(name))
+        return dict(self.faults).get(name_key(name))
 
     def origin_of(self, name: str) -> str | None:
         """The lab zone `name` belongs to, or None: outside the lab."""
-        name = _norm(name)
+        name = name_key(name)
         hits = [o for o in self.origins if name == o or name.endswith("." + o)]
         return max(hits, key=len) if hits else None
 
     def exists(self, name: str) -> bool:
-        return _norm(name) in self._existing
+        return name_key(name) in self._existing
 
 
 def _txt_strings(record: TxtRecord) -> tuple[bytes, ...]:
@@ -167,7 +163,7 @@ def _chain_end(name: str, cnames: Mapping[str, str]) -> str:
 def _exchanges(world: World, spoof: Sequence[Attack]) -> list[tuple[int, str]]:
     """(preference, host) in the world's order; spoof-mx swaps in the attacker's host."""
     out: list[tuple[int, str]] = []
-    for index, host in enumerate(_norm(h) for h in world.dns.mx):
+    for index, host in enumerate(name_key(h) for h in world.dns.mx):
         if any(a.applies_to(host) for a in spoof):
             host = ATTACKER_MX
         if host not in [h for _, h in out]:  # two replaced MX hosts make one attacker entry
@@ -190,19 +186,19 @@ def build_zone(world: World, addresses: Mapping[str, str], attacks: Sequence[Att
 
     `addresses` maps host names (MX hosts, `mta-sts.D`, `tlsrpt.D`, the attacker's MX) to IPv4
     addresses; each gets an A record."""
-    domain = _norm(world.domain)
+    domain = name_key(world.domain)
     kinds = {a.kind for a in attacks}
     dropped = {owner for kind, owner in (("drop-sts-txt", f"_mta-sts.{domain}"),
                                          ("drop-tlsrpt-txt", f"_smtp._tls.{domain}"))
                if kind in kinds}
-    cnames = {_norm(o): _norm(t) for o, t in world.dns.cname if _norm(o) not in dropped}
+    cnames = {name_key(o): name_key(t) for o, t in world.dns.cname if name_key(o) not in dropped}
     records: list[Record] = []
 
     def place(owner: str, rtype: str, **data: Any) -> None:
-        records.append(Record(_chain_end(_norm(owner), cnames), rtype, **data))
+        records.append(Record(_chain_end(name_key(owner), cnames), rtype, **data))
 
     spoof = [a for a in attacks if a.kind == "spoof-mx"]
-    if spoof and ATTACKER_MX not in {_norm(h) for h in addresses}:
+    if spoof and ATTACKER_MX not in {name_key(h) for h in addresses}:
         raise LabError(f"spoof-mx needs an address for {ATTACKER_MX!r} in the lab's addresses")
     for preference, host in _exchanges(world, spoof):
         place(domain, "MX", target=host, preference=preference)
@@ -217,7 +213,7 @@ def build_zone(world: World, addresses: Mapping[str, str], attacks: Sequence[Att
         for txt in txts if owner not in dropped else ():
             place(owner, "TXT", strings=_txt_strings(txt))
     records += [Record(o, "CNAME", target=t) for o, t in cnames.items()]
-    faults = tuple((_norm(n), f) for n, f in world.dns.fault)
+    faults = tuple((name_key(n), f) for n, f in world.dns.fault)
     for name, kind in faults:
         if kind not in DNS_FAULTS:
             allowed = ", ".join(DNS_FAULTS)
@@ -257,7 +253,7 @@ def answer(zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None:
     if zone.signed is not None and zone.signed.covers(str(q.qname)):
         return zone.signed.answer(zone, request)  # DNSSEC (DESIGN §9)
     owner: Any = q.qname  # the first owner echoes the asker's spelling (0x20 case)
-    name = _norm(str(q.qname))
+    name = name_key(str(q.qname))
     visited: set[str] = set()
     while True:
         fault = zone.fault(name)

@@ -8,6 +8,8 @@ from typing import Literal
 
 from msgspec import Struct, field
 
+from .names import name_key
+
 # Outcome words of DESIGN §4. "delivered" is only ever an expectation: either delivered-* counts.
 OUTCOMES = ("delivered-tls", "delivered-plaintext", "delivered", "not-delivered")
 OBSERVABLE_OUTCOMES = ("delivered-tls", "delivered-plaintext", "not-delivered")
@@ -84,7 +86,7 @@ class Attack(Struct, frozen=True):
         return ATTACKS[self.kind][0]
 
     def applies_to(self, host: str) -> bool:
-        return self.hosts is None or host.lower().rstrip(".") in self.hosts
+        return self.hosts is None or name_key(host) in self.hosts
 
     def describe(self) -> str:
         extra = [f"{k}={v}" for k, v in (("cert", self.cert), ("how", self.how)) if v]
@@ -248,7 +250,7 @@ class Scenario(Struct, frozen=True):
         for step in self.steps:
             world = step.world
             for host in world.dns.mx:
-                seen.setdefault((host.lower().rstrip("."), world.receiver.cert), None)
+                seen.setdefault((name_key(host), world.receiver.cert), None)
             if world.policy is not None:
                 seen.setdefault((world.policy_host, world.policy.cert), None)
             seen.setdefault((world.tlsrpt_host, "valid"), None)

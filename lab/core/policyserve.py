@@ -16,6 +16,7 @@ from msgspec import Struct
 
 from ..errors import LabError
 from .model import BLOCK_HOWS, Attack, PolicySpec
+from .names import name_key
 
 WELL_KNOWN = "/.well-known/mta-sts.txt"  # RFC 8461 §3.2 (F-01)
 SERVE = "serve"
@@ -43,7 +44,7 @@ def certificate(server_name: str | None, policy: PolicySpec | None,
     """(identity, variant) of the certificate that answers a ClientHello asking for
     `server_name`: the name asked for, or `default_identity` (`mta-sts.D`, RFC 8461 §3.3, F-02)
     when none or a non-host name was sent; in the variant the policy configures (F-10)."""
-    asked = (server_name or "").lower().rstrip(".")
+    asked = name_key(server_name or "")
     identity = asked if _HOSTNAME.fullmatch(asked) else default_identity
     return identity, policy.cert if policy is not None else "valid"
 

@@ -306,7 +306,7 @@ class RunRecord(Struct, frozen=True):
     schema_version: str = SCHEMA_VERSION
 
     def __repr__(self) -> str:
-        # Not the dataclass's: asyncio.run() formats its main task's result when it exits
+        # Not msgspec's: asyncio.run() formats its main task's result when it exits
         # (signal.getsignal on the partial that holds the task), and the catalogue's whole
         # record as text took a third of a second at the end of every run.
         return (f"RunRecord({len(self.results)} results, {self.counts()}, "

@@ -39,6 +39,7 @@ from .model import (
     TxtRecord,
     World,
 )
+from .names import name_key
 from .scenariofiles import locate, scenario_files
 from .tlsrpt import RESULT_TYPES
 
@@ -119,7 +120,7 @@ class _Ctx:
         return float(value)
 
     def hostname(self, value: Any, key: str) -> str:
-        host = self.string(value, key).lower().rstrip(".")
+        host = name_key(self.string(value, key))
         if not HOSTNAME.match(host):
             raise self.error(key, f"{value!r} is not a host name")
         return host

@@ -24,6 +24,8 @@ from dnslib.dns import DNSError
 from dnslib.label import DNSLabelError
 from msgspec import Struct
 
+from .names import name_key
+
 MAX_CHAIN = 16  # CNAME hops followed in one answer (dnspython's limit)
 MAX_NAME = 255  # RFC 1035 §2.3.4: octets of a name on the wire
 QTYPES = {"A": dnslib.QTYPE.A, "MX": dnslib.QTYPE.MX, "TXT": dnslib.QTYPE.TXT}
@@ -131,4 +133,4 @@ def read(reply: dnslib.DNSRecord) -> Reading:
 
 def text(label: dnslib.DNSLabel) -> str:
     """A name from a record, lower-case with no trailing dot ("" for the root, a null MX)."""
-    return str(label).lower().rstrip(".")
+    return name_key(str(label))

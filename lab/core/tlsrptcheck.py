@@ -15,6 +15,7 @@ from typing import Any
 
 from msgspec import Struct
 
+from .names import name_key
 from .tlsrpt import MEDIA_GZIP, MEDIA_JSON, POLICY_TYPES, RESULT_TYPES
 
 MAX_REPORT_BYTES = 8 * 1024 * 1024  # decompressed; a gzip bomb is a decode error, not a hang
@@ -258,7 +259,7 @@ def tally(doc: object, domain: str) -> Tally | None:
     no entry names the domain)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("policies"), list):
         return None
-    want = domain.lower().rstrip(".")
+    want = name_key(domain)
     ok = fail = 0
     types: set[str] = set()
     found = False
@@ -266,7 +267,7 @@ def tally(doc: object, domain: str) -> Tally | None:
         if not isinstance(entry, dict) or not isinstance(entry.get("policy"), dict):
             continue
         name = entry["policy"].get("policy-domain")
-        if not isinstance(name, str) or name.lower().rstrip(".") != want:
+        if not isinstance(name, str) or name_key(name) != want:
             continue
         found = True
         summary = entry.get("summary")

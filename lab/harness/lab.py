@@ -21,6 +21,7 @@ from msgspec import Struct
 from ..core.attackplan import proxy_attacks, spoofs_mx, upstreams
 from ..core.evidence import gather, split
 from ..core.model import Scenario, Step
+from ..core.names import name_key
 from ..core.policyserve import trickle_interval
 from ..core.record import StepRecord
 from ..core.recordparts import (
@@ -226,7 +227,7 @@ class Lab:
             for e in c.transcript:
                 if e.kind != "event" or e.said not in ("tls-passthrough", "tls-intercepted"):
                     continue
-                mx = c.mx.lower().rstrip(".")
+                mx = name_key(c.mx)
                 if e.said == "tls-passthrough":
                     if mx not in hosts:
                         continue  # a relay to another MX (spoof-mx): not this lab's host

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from ..core.model import CERT_VARIANTS
+from ..core.names import name_key
 from ..errors import LabError
 from .certs import CA_FILE, WRONG_NAME, leaf_paths
 
@@ -195,7 +196,7 @@ class PKI:
 
     def server_context(self, host: str, variant: str = "valid") -> ssl.SSLContext:
         """A server-side TLS context presenting `host`'s certificate in `variant`."""
-        key = (host.lower().rstrip("."), variant)
+        key = (name_key(host), variant)
         if key not in self._contexts:
             cert_path, key_path = self.cert_files(host, variant)
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -209,7 +210,7 @@ class PKI:
         and shared by every lab on it (loading a chain costs about 0.7 ms). Its SNI callback
         records the name each connection asked for (`sni_of`) and, when that name is one of
         `alternates`, presents that name's certificate in the same variant instead."""
-        host = host.lower().rstrip(".")
+        host = name_key(host)
         key = (host, variant, alternates)
         if key not in self._listeners:
             cert_path, key_path = self.cert_files(host, variant)
@@ -221,7 +222,7 @@ class PKI:
                 if server_name is None or not isinstance(conn, ssl.SSLObject):
                     return None  # no SNI: the listener's own identity stays
                 self._sni[conn] = server_name
-                name = server_name.lower().rstrip(".")
+                name = name_key(server_name)
                 if name in alternates:
                     conn.context = self.listener_context(name, variant, alternates)
                 return None
@@ -263,7 +264,7 @@ def _key(host: str, variant: str) -> tuple[str, str]:
     """The cache key of a certificate; a bad variant or host name is refused here."""
     if variant not in CERT_VARIANTS:
         raise LabError(f"unknown certificate variant {variant!r} (allowed: {', '.join(CERT_VARIANTS)})")
-    host = host.lower().rstrip(".")
+    host = name_key(host)
     if not host or not host.isascii() or not host.isprintable() or " " in host or "/" in host:
         raise LabError(f"no certificate can be made for the host name {host!r}")
     return host, variant

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from msgspec import Struct, field
 
+from ..core.names import name_key
 from ..errors import LabError
 
 LOOPBACK_IP = "127.0.0.1"
@@ -61,7 +62,7 @@ class Topology(Struct, frozen=True):
     def plan(self, domain: str, mx_hosts: Sequence[str], attacker_mx: str | None = None) -> Plan:
         """The plan for a lab of `domain` whose MX hosts are `mx_hosts`; `attacker_mx`: the
         name of the attacker's own MX (spoof-mx), if a step needs it."""
-        names = [h.lower().rstrip(".") for h in mx_hosts]
+        names = [name_key(h) for h in mx_hosts]
         if attacker_mx:
             names.append(attacker_mx)
         policy_name, tlsrpt_name = f"mta-sts.{domain}", f"tlsrpt.{domain}"

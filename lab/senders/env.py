@@ -7,6 +7,8 @@ from pathlib import Path
 
 from msgspec import Struct, field
 
+from ..core.names import name_key
+
 
 class LabEnv(Struct, frozen=True):
     """Addresses and trust anchors of a running lab.
@@ -32,10 +34,10 @@ class LabEnv(Struct, frozen=True):
 
     def address(self, host: str, default_port: int) -> tuple[str, int]:
         """Where to connect for `host` (a lab name) on its service port."""
-        name = host.lower().rstrip(".")
+        name = name_key(host)
         ip = self.host_addresses.get(name, "127.0.0.1")
         return ip, self.ports.get(name, default_port)
 
     def port_for_ip(self, host: str, ip: str, default_port: int) -> int:
         """The port to use for `host` reached at `ip` (the port map, else `default_port`)."""
-        return self.ports.get(host.lower().rstrip("."), default_port)
+        return self.ports.get(name_key(host), default_port)

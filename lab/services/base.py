@@ -9,6 +9,7 @@ import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from ..core.names import name_key
 from ..errors import ServiceError
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class HttpsHost(Service):
                  port: int = 0) -> None:
         super().__init__()
         self.pki = pki
-        self.domain = domain.lower().rstrip(".")
+        self.domain = name_key(domain)
         self.bind_host = bind_host
         self.port = port
         self._sni: weakref.WeakKeyDictionary[ssl.SSLObject, str | None]

@@ -23,6 +23,7 @@ from typing import Any
 from msgspec import Struct
 
 from ..core.model import Attack
+from ..core.names import name_key
 from ..core.smtp import (
     TRANSFORMS,
     CloseBoth,
@@ -174,7 +175,7 @@ class MitmProxy(Service):
         self.bind_host = require_lab_address(bind_host)
         # Per MX host, where its listener binds: the isolated topology puts each on its own
         # address and the real port 25. Hosts not named bind `bind_host` on an ephemeral port.
-        self.listen = {h.lower().rstrip("."): (require_lab_address(a), p)
+        self.listen = {name_key(h): (require_lab_address(a), p)
                        for h, (a, p) in (listen or {}).items()}
         self.upstreams: dict[str, tuple[str, int]] = {}
         for host, (address, port) in upstreams.items():
@@ -182,7 +183,7 @@ class MitmProxy(Service):
             require_lab_address(address)
             if not 0 < port < 65536:
                 raise ServiceError(f"mitm: bad upstream port {port!r} for {host!r}")
-            self.upstreams[host.lower().rstrip(".")] = (address, port)
+            self.upstreams[name_key(host)] = (address, port)
         self.pki = pki  # needed only for intercept-tls
         self.ports: dict[str, int] = {}
         self._attacks: tuple[Attack, ...] = ()

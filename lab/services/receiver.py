@@ -31,6 +31,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 from msgspec import Struct
 
 from ..core.model import ReceiverSpec
+from ..core.names import name_key
 from ..errors import ServiceError
 from ..harness.pki import PKI
 from .base import SMTP_BACKLOG, Service, listening_address, require_lab_address
@@ -42,10 +43,6 @@ logging.getLogger("mail.log").propagate = False
 
 IDENT = "ESMTP Downgrade Lab receiver"
 IDLE_TIMEOUT_S = 60.0  # a sender that goes quiet is dropped; lab steps last seconds
-
-
-def _norm(name: str) -> str:
-    return name.lower().rstrip(".")
 
 
 class StoredMessage(Struct, frozen=True):
@@ -122,7 +119,7 @@ class _Handler:
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
-        domain = _norm(address.rpartition("@")[2])
+        domain = name_key(address.rpartition("@")[2])
         if domain not in self._receiver.domains:
             return "550 5.7.1 Relaying denied"  # never an open relay
         envelope.rcpt_tos.append(address)
@@ -159,8 +156,8 @@ class Receiver(Service):
         if not hosts:
             raise ServiceError("receiver: needs at least one MX host name")
         self.pki = pki
-        self.hosts = tuple(dict.fromkeys(_norm(h) for h in hosts))
-        self.domains = frozenset(_norm(d) for d in domains)
+        self.hosts = tuple(dict.fromkeys(name_key(h) for h in hosts))
+        self.domains = frozenset(name_key(d) for d in domains)
         self.bind_host = bind_host
         self.spec = ReceiverSpec()
         self.addresses: dict[str, tuple[str, int]] = {}

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from ...core import stubdns
+from ...core.names import name_key
 from ...errors import LabError
 from ..env import LabEnv
 
@@ -62,10 +63,6 @@ class LookupFailed(DnsError):
     def __init__(self, name: str, rdtype: str, message: str, *, timeout: bool = False) -> None:
         self.timeout = timeout
         super().__init__(name, rdtype, message)
-
-
-def _norm(name: str) -> str:
-    return name.lower().rstrip(".")
 
 
 class _Reply(asyncio.DatagramProtocol):
@@ -193,4 +190,4 @@ class DnsClient:
             return await self.resolve_mx(domain, lifetime=lifetime)
         except NoRecords:
             await self.resolve_a(domain, lifetime=lifetime)
-            return [_norm(domain)]
+            return [name_key(domain)]

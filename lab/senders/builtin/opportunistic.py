@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ...core.names import name_key
 from ...errors import SenderError
 from ..base import Message, SendReport, remaining
 from ..env import LabEnv
@@ -45,7 +46,7 @@ class OpportunisticSender:
         if self._env is None or self._dns is None:
             raise SenderError("opportunistic: send() before start()")
         env = self._env
-        domain = message.rcpt_to.rpartition("@")[2].lower().rstrip(".")
+        domain = name_key(message.rcpt_to.rpartition("@")[2])
         try:
             hosts = await self._mx_hosts(domain, deadline)
         except DnsError as exc:

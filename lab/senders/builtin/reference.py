@@ -22,6 +22,7 @@ import time
 from email.parser import BytesHeaderParser
 from typing import TYPE_CHECKING, Any
 
+from ...core.names import name_key
 from ...core.policy import Policy, PolicyError, validate_fetch
 from ...core.policycache import PolicyCache, TxtFailure, discover
 from ...errors import SenderError
@@ -95,7 +96,7 @@ class ReferenceSender:
         dns = self._dns  # kept: a stop() while this send waits (Ctrl-C, SIGTERM) clears it
         if self._env is None or dns is None:
             raise SenderError("reference: send() before start()")
-        domain = message.rcpt_to.rpartition("@")[2].lower().rstrip(".")
+        domain = name_key(message.rcpt_to.rpartition("@")[2])
         policy, notes = await self._policy(domain, fetch_timeout(remaining(deadline)))
         if policy is not None and tls_required_no(message):
             notes["ignored"] = "TLS-Required: No (RFC 8689)"
@@ -250,7 +251,7 @@ class ReferenceSender:
             # RFC 7672 §2.2.1 (T-02): a bogus or failed MX lookup: keep the message, retry
             return SendReport("deferred", f"DNSSEC: MX lookup {mx.security}: {mx.why}",
                               {"policy": notes, "attempts": []})
-        pairs = sorted((int(r.preference), r.exchange.to_text().rstrip(".").lower())
+        pairs = sorted((int(r.preference), name_key(r.exchange.to_text()))
                        for r in (mx.rrset or []))
         hosts = [h for _, h in pairs if h] if pairs else [domain]
         if pairs and not hosts:

@@ -27,6 +27,7 @@ import aiosmtplib
 from msgspec import Struct
 from msgspec.structs import asdict
 
+from ...core.names import name_key
 from ..base import Message
 from ..env import LabEnv
 
@@ -245,7 +246,7 @@ async def deliver_via_mx(env: LabEnv, mx_host: str, message: Message, *,
     (the whole attempt). Never raises for the far side's behaviour; see `Attempt.result`.
     `authenticate` (DANE): checks the server's chain after the handshake; a refusal ends the
     attempt before MAIL FROM."""
-    mx = mx_host.lower().rstrip(".")
+    mx = name_key(mx_host)
     host, port = env.address(mx, SMTP_PORT)
     p = _Progress(mx)
     p.note(ip=host)
