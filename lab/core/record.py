@@ -12,7 +12,7 @@ one the major. A reader of major M reads every M.x record.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any, NamedTuple, Self
 
@@ -287,7 +287,12 @@ class PairRecord(Struct, frozen=True, dict=True):
         """`dumps_record` of the pair without the pcap wire bytes (they have their own file),
         one line per field and per step: the JUnit test case's system-out."""
         fields, _, steps = self.encoded
-        return _layout([(k, v) for k, v in fields], '"steps"', list(steps))
+        return _layout([*fields, ('"steps"', None)], steps)
+
+    def keep_encoded(self, texts: Encoded) -> None:
+        """Take `texts` as `encoded`: a worker made them from this very record and sent them
+        with it (`harness.workers.read_share`)."""
+        self.__dict__["encoded"] = texts
 
     @classmethod
     def from_json(cls, d: JSONObject) -> Self:
@@ -321,9 +326,11 @@ class RunRecord(Struct, frozen=True):
         return exit_code(self.counts())
 
     def to_json(self) -> dict[str, Any]:
+        return self._json([r.to_json() for r in self.results])
+
+    def _json(self, results: object) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "lab_version": self.lab_version,
-                "results": [r.to_json() for r in self.results], "summary": self.counts(),
-                "duration_s": self.duration_s}
+                "results": results, "summary": self.counts(), "duration_s": self.duration_s}
 
     def as_json(self) -> dict[str, Any]:
         """`to_json()` under the name the untyped record had (callers of `run_all`)."""
@@ -332,15 +339,7 @@ class RunRecord(Struct, frozen=True):
     def to_text(self) -> str:
         """The record file's text (`--json`): `dumps_record` of `to_json()`, each pair's row
         as `PairRecord.row()` lays it out from the pieces it also gives JUnit."""
-        data = self.to_json_head()
-        return _layout([(json.dumps(k), json.dumps(v)) for k, v in data.items()], '"results"',
-                       [r.row() for r in self.results], before=2)
-
-    def to_json_head(self) -> dict[str, Any]:
-        """`to_json()` without its results (the rows `to_text` lays out): the keys in order,
-        `results` standing where the rows go."""
-        return {"schema_version": self.schema_version, "lab_version": self.lab_version,
-                "summary": self.counts(), "duration_s": self.duration_s}
+        return dumps_record(self._json(None), rows_text=[r.row() for r in self.results])
 
     @classmethod
     def from_json(cls, data: JSON) -> Self:
@@ -366,27 +365,28 @@ class Encoded(NamedTuple):
     bare_steps: tuple[str, ...]
 
 
-def dumps_record(data: Mapping[str, Any], rows: str = "results") -> str:
+def dumps_record(data: Mapping[str, Any], rows: str = "results",
+                 rows_text: Sequence[str] | None = None) -> str:
     """A record's JSON text, one line per top-level field and per item of the list `rows` (a
     run record's pair results, a pair record's steps), ending in a newline: `grep` and `diff`
     find a pair, and it is written by the C encoder (an indented `json.dumps` of the
-    catalogue's 10 MB record takes five times as long)."""
-    fields = [(json.dumps(k), json.dumps(v)) for k, v in data.items() if k != rows]
+    catalogue's 10 MB record takes five times as long). `rows_text`: the items' JSON texts,
+    made already (`data[rows]` then only holds their place)."""
     items = data.get(rows)
-    if not isinstance(items, list):
-        return _layout([(json.dumps(k), json.dumps(v)) for k, v in data.items()], None, [])
-    where = list(data).index(rows)
-    return _layout(fields, json.dumps(rows), [json.dumps(r) for r in items], before=where)
+    if rows_text is None and isinstance(items, list):
+        rows_text = [json.dumps(r) for r in items]
+    return _layout([(json.dumps(k), None if k == rows and rows_text is not None else
+                     json.dumps(v)) for k, v in data.items()], rows_text or [])
 
 
-def _layout(fields: list[tuple[str, str]], rows_key: str | None, rows: list[str],
-            before: int | None = None) -> str:
-    """`dumps_record`'s lines: each (key, value) text on its own line and the rows, one a
-    line, under `rows_key` at position `before` (default: last)."""
-    lines = [f" {k}: {v}" for k, v in fields]
-    if rows_key is not None:
-        listed = f" {rows_key}: [\n  " + ",\n  ".join(rows) + "\n ]" if rows else f" {rows_key}: []"
-        lines.insert(len(lines) if before is None else before, listed)
+def _layout(fields: Sequence[tuple[str, str | None]], rows: Sequence[str]) -> str:
+    """`dumps_record`'s lines: each (key, value) text on its own line, and `rows` one a line
+    under the key whose value is None."""
+    lines = []
+    for key, value in fields:
+        if value is None:
+            value = ("[\n  " + ",\n  ".join(rows) + "\n ]") if rows else "[]"
+        lines.append(f" {key}: {value}")
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 

@@ -215,7 +215,7 @@ def read_share(path: Path) -> RunRecord:
             for pair, texts in zip(record.results, encoded, strict=True):
                 if not isinstance(texts, Encoded):
                     break
-                pair.__dict__["encoded"] = texts  # what the cached property would make
+                pair.keep_encoded(texts)
             else:
                 return record
     raise LabError(f"{path}: not a worker's record")
