@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,26 @@ def test_a_forked_worker_writes_its_log_and_exits_with_its_status(tmp_path: Path
     assert f"out {tmp}" in text
     assert "err False" in text  # the worker leads a process group of its own
     assert ("RuntimeError: the work broke" in text) == (code == 99)
+
+
+def test_waiting_for_workers_wakes_when_one_ends_and_not_for_one_that_has() -> None:
+    """`wait_all`'s pause ends as soon as a running child ends (a pidfd), not at the end of
+    its timeout; a child that ended before is not waited on again, so the pause lasts its
+    whole timeout instead of spinning."""
+    from downgrade_lab.harness.isolate import _Exits
+
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    exits = _Exits([quick, slow])
+    try:
+        started = time.monotonic()
+        exits.wait([None, None], 30.0)
+        assert time.monotonic() - started < 15.0  # woken by the quick one's end
+        assert quick.wait() == 0
+        started = time.monotonic()
+        exits.wait([0, None], 0.3)  # the quick one is done: only the slow one counts
+        assert time.monotonic() - started >= 0.25
+    finally:
+        exits.close()
+        slow.kill()
+        slow.wait()

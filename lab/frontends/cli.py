@@ -28,7 +28,7 @@ from .console import ExitStatus as ExitStatus
 from .console import UsageError as UsageError
 
 if TYPE_CHECKING:
-    from ..core.record import RunRecord
+    from ..core.record import PairRecord, RunRecord
     from ..harness.pki import PKI
     from ..harness.topology import Topology
 
@@ -547,8 +547,11 @@ def _work_share(scenarios: list[Scenario], senders: list[str], jobs: int, env: E
 
     slots = n * (1 if topology.isolated else jobs)  # the slots of every worker of the run
     claims = Claims(out.parent, claim_plan(scenarios, senders, slots))
+    # Each pair's texts for the share are made as it finishes, while the worker's other pairs
+    # run (or wait on a silent peer), not all after the last one.
     done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=capture,
-                                          topology=topology, claim=claims))
+                                          topology=topology, claim=claims,
+                                          then=lambda result: result.encoded))
     write_share(out, done)
     return ExitStatus(done.exit_code())
 
@@ -645,13 +648,20 @@ async def _run_with_progress(scenarios: list[Scenario], senders: list[str], jobs
                              env: Environment, *, capture: bool = False,
                              topology: Topology,
                              claim: Callable[[int | None], int | None] | None = None,
-                             pki: PKI | None = None) -> RunRecord:
+                             pki: PKI | None = None,
+                             then: Callable[[PairRecord], object] | None = None) -> RunRecord:
+    """`run_all` with the progress shown; `then(result)` after each pair's progress."""
     from ..harness.runner import run_all
     from .progress import progress
 
     # a worker that claims its pairs (`claim`) counts its own against the whole run's
     with progress(env, len(scenarios) * len(senders)) as tick:
-        return await run_all(scenarios, senders, jobs=jobs, progress=tick, capture=capture,
+        def finished(result: PairRecord) -> None:
+            tick(result)
+            if then is not None:
+                then(result)
+
+        return await run_all(scenarios, senders, jobs=jobs, progress=finished, capture=capture,
                              topology=topology, claim=claim, pki=pki)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -217,6 +218,7 @@ def wait_all(procs: Sequence[Child], watch: Callable[[], None] | None = None, *,
 
     previous: dict[signal.Signals, Any] = {sig: signal.signal(sig, on_term)
                                            for sig in (signal.SIGTERM, signal.SIGHUP)}
+    exits = _Exits(procs)
     try:
         while True:
             try:
@@ -230,15 +232,45 @@ def wait_all(procs: Sequence[Child], watch: Callable[[], None] | None = None, *,
                         _signal_group(proc, signal.SIGKILL)
                 if watch is not None:
                     watch()
-                time.sleep(0.05)
+                exits.wait(codes, 0.05)
             except KeyboardInterrupt:
                 if stop_at is None:
                     stop_at = time.monotonic() + STOP_GRACE_S
                     for proc in procs:
                         stop(proc)
     finally:
+        exits.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class _Exits:
+    """Waiting for one of some processes to end, at most a while: on a pidfd for each (Linux
+    5.3+), which is readable once its process has ended, so the last worker's end is seen at
+    once rather than at the next 50 ms tick; a plain sleep where there is none."""
+
+    def __init__(self, procs: Sequence[Child]) -> None:
+        self._fds: list[int | None] = []
+        for proc in procs:
+            try:
+                self._fds.append(os.pidfd_open(proc.pid))
+            except (AttributeError, OSError):  # no pidfds here, or it has ended and been reaped
+                self._fds.append(None)
+
+    def wait(self, codes: Sequence[int | None], timeout: float) -> None:
+        """Until one of the processes still running (`codes[i]` None) ends, or `timeout`."""
+        fds = [fd for fd, code in zip(self._fds, codes, strict=True)
+               if fd is not None and code is None]
+        if fds:
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(timeout)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            if fd is not None:
+                os.close(fd)
+        self._fds = [None] * len(self._fds)
 
 
 def _reachable_tmp() -> str:
