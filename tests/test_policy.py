@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from downgrade_lab.core.policy import (
     FetchError,
@@ -266,6 +267,11 @@ def test_serialise_layout() -> None:
 def test_policy_validates_itself(kwargs: dict[str, object]) -> None:
     with pytest.raises(PolicySyntax):
         Policy(**kwargs)  # type: ignore[arg-type]
+    # a valid policy changed into the same one is checked as well (msgspec >= 0.21 runs
+    # __post_init__ in replace, as dataclasses.replace did)
+    valid = Policy(mode="none", mx=(), max_age=1)
+    with pytest.raises(PolicySyntax):
+        replace(valid, **kwargs)
 
 
 # ---- fetch: RFC 8461 §3.3 ----------------------------------------------------------------------
