@@ -193,9 +193,9 @@ def write_share(path: Path, record: RunRecord) -> None:
     outer process): never a file from elsewhere; the record a user gets is the JSON the outer
     writes."""
     tmp = path.with_suffix(".part")
-    # Each pair's JSON text goes too (`PairRecord.encoded`), made here, on the worker's core,
-    # while the other workers may still run: the outer only lays the texts out (the
-    # catalogue's record and JUnit file took about 0.2 s after the last pair otherwise).
+    # Each pair's JSON texts go too (`PairRecord.encoded`), made on the worker's core as the
+    # pair finished (`cli._work_share`; here for any not made yet): the outer only lays the
+    # texts out (the catalogue's record and JUnit file took about 0.2 s after the last pair).
     share = (record, [r.encoded for r in record.results])
     tmp.write_bytes(pickle.dumps(share, protocol=pickle.HIGHEST_PROTOCOL))
     tmp.rename(path)  # the outer sees a whole share or none
