@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -275,3 +276,23 @@ def test_only_the_commands_own_process_trims_its_start_and_exit(how: str) -> Non
     assert facts["resolver"] is not own
     if facts["trusted"] is not None:  # aiohttp's default verified context: empty only there
         assert (facts["trusted"] == 0) is own
+
+
+@pytest.mark.parametrize(("isolate", "topology", "shard", "jobs", "workers", "pairs", "where"), [
+    (True, None, None, 4, 1, 10, "isolated-workers"),  # --isolate -j 4: namespaced workers
+    (True, None, None, 1, 1, 10, "isolated"),  # --isolate -j 1: one inner run
+    (True, None, None, 4, 1, 1, "isolated"),  # one pair needs no second namespace
+    (False, "loopback", "0/2:x", 8, 2, 10, "share"),  # a worker's share, not more workers
+    (False, "loopback", None, 8, 2, 10, "workers"),
+    (False, "loopback", None, 8, 2, 1, "here"),  # one pair: no second process
+    (False, "loopback", None, 8, 1, 10, "here"),  # --workers 1
+    (False, "isolated", None, 8, 2, 10, "here"),  # inside a namespace: its pairs in turn
+], ids=lambda v: str(v))
+def test_where_a_run_runs_its_labs(isolate: bool, topology: str | None, shard: str | None,
+                                   jobs: int, workers: int, pairs: int, where: str) -> None:
+    from downgrade_lab.frontends import cli
+    from downgrade_lab.harness.topology import ISOLATED, LOOPBACK
+
+    args = argparse.Namespace(isolate=isolate, worker_shard=shard)
+    chosen = {None: None, "loopback": LOOPBACK, "isolated": ISOLATED}[topology]
+    assert cli._run_where(args, chosen, jobs, workers, pairs) == where

@@ -14,7 +14,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from .. import __version__
 from ..core.model import Scenario
@@ -479,30 +479,32 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     if args.workers is not None and args.workers < 1:
         raise UsageError("downgrade-lab: --workers takes a number of processes from 1 up")
     workers = args.workers or default_workers(len(scenarios) * len(senders))
-    # used by the last branch only; None (and closed) for the others. Taken before the imports
-    # below, so that its maker makes the certificates meanwhile.
-    pki = _early_pki(scenarios if _stays_here(args, topology, workers,
-                                              len(scenarios) * len(senders)) else None)
+    pairs = len(scenarios) * len(senders)
+    where = _run_where(args, topology, jobs, workers, pairs)
+    # The early PKI serves a run whose labs are all here; the others close it. Taken before the
+    # imports below, so that its maker makes the certificates meanwhile.
+    pki = _early_pki(scenarios if where == "here" else None)
     try:
         if topology is not None:  # the labs run here or in forks of this process
             from ..harness import runner  # noqa: F401 - once, before any fork: forks share it
         if _OWN_PROCESS:
             _collector_on()
-        if topology is None and min(jobs, len(scenarios) * len(senders)) > 1:
+        if where == "isolated-workers":
             record = _run_workers(args, scenarios, senders, jobs, env, isolated=True)
-        elif (topology is not None and not topology.isolated and args.worker_shard is None
-              and min(workers, len(scenarios) * len(senders)) > 1):
+        elif where == "workers":
             record = _run_workers(args, scenarios, senders, workers, env, isolated=False)
-        elif topology is None:  # the outer process: the run happened inside the namespaces
+        elif where == "isolated":  # the outer process: the run happens inside the namespaces
             from ..harness.isolate import run as run_isolated
 
             code = run_isolated(args.argv)
             return ExitStatus(code) if code in {int(s) for s in ExitStatus} else ExitStatus.FAILED
-        elif args.worker_shard is not None:  # one of the workers of the two branches above
+        elif where == "share":  # one of the workers of the two `workers` kinds
+            assert topology is not None and args.worker_shard is not None
             _, n, out = _worker_shard(args.worker_shard)
             return _work_share(scenarios, senders, jobs, env, topology, n, out,
                                capture=args.pcap is not None)
         else:
+            assert topology is not None
             record = asyncio.run(_run_with_progress(scenarios, senders, jobs, env,
                                                     capture=args.pcap is not None,
                                                     topology=topology, pki=pki))
@@ -512,12 +514,22 @@ def _cmd_run(args: argparse.Namespace, env: Environment) -> ExitStatus:
     return _report(record, args, env)
 
 
-def _stays_here(args: argparse.Namespace, topology: Topology | None, workers: int,
-                pairs: int) -> bool:
-    """Whether `_cmd_run` runs the labs of a loopback run in this process, one event loop for
-    every pair (its last branch), not in workers."""
-    return (topology is not None and not topology.isolated and args.worker_shard is None
-            and min(workers, pairs) <= 1)
+RunWhere = Literal["isolated-workers", "isolated", "share", "workers", "here"]
+
+
+def _run_where(args: argparse.Namespace, topology: Topology | None, jobs: int, workers: int,
+               pairs: int) -> RunWhere:
+    """Where `_cmd_run` runs the labs: without a topology (`--isolate`, the outer process), in
+    `jobs` namespaced workers or one inner run; as `--worker-shard`, the share of one worker;
+    a loopback run of more than one pair and `workers`, in forked workers; else all here, one
+    event loop for every pair."""
+    if topology is None:
+        return "isolated-workers" if min(jobs, pairs) > 1 else "isolated"
+    if args.worker_shard is not None:
+        return "share"
+    if not topology.isolated and min(workers, pairs) > 1:
+        return "workers"
+    return "here"
 
 
 def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: list[str],
