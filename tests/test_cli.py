@@ -290,7 +290,6 @@ def test_only_the_commands_own_process_trims_its_start_and_exit(how: str) -> Non
 ], ids=lambda v: str(v))
 def test_where_a_run_runs_its_labs(isolate: bool, topology: str | None, shard: str | None,
                                    jobs: int, workers: int, pairs: int, where: str) -> None:
-    from downgrade_lab.frontends import cli
     from downgrade_lab.harness.topology import ISOLATED, LOOPBACK
 
     args = argparse.Namespace(isolate=isolate, worker_shard=shard)

@@ -154,6 +154,39 @@ def test_one_rule_for_what_is_never_answered(packet: dnslib.DNSRecord, query: bo
     assert (serve(ZONE, packet.pack(), "udp").rcode != "DROPPED") is query
 
 
+def _asked(qid: int, qtype: str = "A") -> bytes:
+    q = dnslib.DNSRecord.question(MX1, qtype)
+    q.header.id = qid
+    return bytes(q.pack())
+
+
+@pytest.mark.parametrize(("first", "then", "transport", "kept"), [
+    pytest.param(_asked(1), _asked(2), "udp", True, id="the same question, another ID"),
+    pytest.param(_asked(7), _asked(7), "tcp", True, id="the same packet"),
+    pytest.param(_asked(1), _asked(2, "TXT"), "udp", False, id="another question"),
+    pytest.param(_asked(1), bytes(dnslib.DNSRecord.question(MX1, "A").reply().pack()), "udp", False,
+                 id="a response is never answered"),
+    pytest.param(b"\x00\x01", b"\x00\x02", "udp", False, id="no header"),
+])
+def test_answers_remembered_are_the_answers_served(first: bytes, then: bytes, transport: str,
+                                                   kept: bool) -> None:
+    answers = dnsserve.Answers(ZONE)
+    assert answers.serve(first, transport) == serve(ZONE, first, transport)
+    again = answers.serve(then, transport)
+    assert again == serve(ZONE, then, transport)  # what serve() says of this very packet
+    if again.out is not None:
+        assert again.out[:2] == then[:2]  # under the asker's ID
+    assert (len(answers._served) == 1) is kept
+
+
+def test_answers_keep_a_bounded_number_of_packets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dnsserve, "ANSWERED_MAX", 2)
+    answers = dnsserve.Answers(ZONE)
+    for qtype in ("A", "MX", "TXT"):
+        assert answers.serve(_asked(1, qtype), "udp") == serve(ZONE, _asked(1, qtype), "udp")
+    assert len(answers._served) == 2
+
+
 # ---- the attacks' wiring: spoof-mx and the record's bare names --------------------------------
 def _step(*attacks: Attack, mx: tuple[str, ...] = (MX1,)) -> Step:
     return Step(0, replace(WORLD, dns=DnsSpec(mx=mx)), attack=attacks)

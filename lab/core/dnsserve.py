@@ -13,6 +13,7 @@ from dnslib.buffer import BufferError as DnsBufferError
 from dnslib.dns import DNSError
 from dnslib.label import DNSLabelError
 from msgspec import Struct
+from msgspec.structs import replace
 
 from .dnszone import Zone, answer, is_query, rr_text, type_name, wire
 
@@ -20,6 +21,7 @@ HEADER_SIZE = 12  # RFC 1035 §4.1.1
 DROPPED = "DROPPED"  # the rcode field of a packet not worth an answer
 TIMEOUT = "TIMEOUT"  # the rcode field when a `timeout` fault kept the lab silent
 FORMERR = "FORMERR"
+ANSWERED_MAX = 4096  # distinct packets `Answers` keeps (a flood keeps none more)
 
 
 class Served(Struct, frozen=True):
@@ -65,6 +67,30 @@ def serve(zone: Zone, data: bytes, transport: str) -> Served:
                   note="truncated (TC): too big for UDP" if truncated else "",
                   authority=tuple(rr_text(rr) for rr in reply.auth)
                   if zone.signed is not None else ())
+
+
+class Answers:
+    """`serve()` for one zone, remembering what it made of each packet: the same question to
+    the same zone (the same bytes past the ID, over the same transport) has the same answer,
+    sent under the asker's ID. About 40 % of a matrix's queries repeat one (the steps, the
+    report's own MX lookups). A new zone needs new `Answers`."""
+
+    def __init__(self, zone: Zone) -> None:
+        self.zone = zone
+        self._served: dict[tuple[str, bytes], Served] = {}
+
+    def serve(self, data: bytes, transport: str) -> Served:
+        if len(data) < HEADER_SIZE:  # no ID to put back: nothing worth keeping
+            return serve(self.zone, data, transport)
+        key = (transport, data[2:])
+        served = self._served.get(key)
+        if served is None:
+            served = serve(self.zone, data, transport)
+            if len(self._served) < ANSWERED_MAX:
+                self._served[key] = served
+        if served.out is None:
+            return served
+        return replace(served, out=data[:2] + served.out[2:])  # this asker's ID
 
 
 def _malformed(data: bytes, exc: Exception, qname: str, qtype: str) -> Served:

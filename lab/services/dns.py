@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from msgspec import Struct
 
-from ..core.dnsserve import HEADER_SIZE, Served, serve
+from ..core.dnsserve import Answers
 from ..core.dnszone import ATTACKER_MX, Zone, answer, build_zone
 from ..errors import ServiceError
 from .base import Service, listening_address, require_lab_address
@@ -22,7 +22,6 @@ from .base import Service, listening_address, require_lab_address
 __all__ = ["ATTACKER_MX", "DnsQuery", "DnsServer", "Zone", "answer", "build_zone"]
 
 BIND_ATTEMPTS = 5
-ANSWERED_MAX = 4096  # distinct packets a zone's answers are kept for (a flood keeps none more)
 
 
 class DnsQuery(Struct, frozen=True):
@@ -74,11 +73,7 @@ class DnsServer(Service):
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per TCP connection
         self._writers: set[asyncio.StreamWriter] = set()
-        # What `serve()` made of each packet this zone was asked, by transport and bytes past
-        # the ID: the same question to the same zone has the same answer (about 40 % of a
-        # matrix's queries repeat one: the steps, the report's own MX lookups).
-        self._answered: dict[tuple[str, bytes], Served] = {}
-        self._answered_zone: Zone | None = None
+        self._answers = Answers(self.zone)  # serve(), remembered for the zone it answers from
 
     def set_zone(self, zone: Zone) -> None:
         self.zone = zone
@@ -162,22 +157,17 @@ class DnsServer(Service):
 
     def respond(self, data: bytes, transport: str, client: str = "") -> bytes | None:
         """Bytes to send back for the packet `data` (None: send nothing), recording the query.
-        What to answer, FORMERR or nothing is lab/core/dnsserve.py's `serve()`."""
+        What to answer, FORMERR or nothing is lab/core/dnsserve.py's `serve()`, through
+        `Answers`, which keeps what it made of each packet for the zone."""
         arrived = time.time()
-        if self._answered_zone is not self.zone:
-            self._answered, self._answered_zone = {}, self.zone
-        key = (transport, data[2:])  # a packet shorter than a header is never looked up
-        served = self._answered.get(key) if len(data) >= HEADER_SIZE else None
-        if served is None:
-            try:
-                served = serve(self.zone, data, transport)
-            except Exception as exc:  # a bug of ours: stay silent, let check() tell
-                self.record_error(exc)
-                return None
-            if len(data) >= HEADER_SIZE and len(self._answered) < ANSWERED_MAX:
-                self._answered[key] = served
+        if self._answers.zone is not self.zone:
+            self._answers = Answers(self.zone)
+        try:
+            served = self._answers.serve(data, transport)
+        except Exception as exc:  # a bug of ours: stay silent, let check() tell
+            self.record_error(exc)
+            return None
         self._queries.append(DnsQuery(arrived, transport, served.qname, served.qtype, served.rcode,
                                       answers=served.answers, note=served.note, client=client,
                                       authority=served.authority))
-        # the answer to an earlier packet carries its ID: this one's instead
-        return None if served.out is None else data[:2] + served.out[2:]
+        return served.out
