@@ -20,7 +20,7 @@ import pytest
 from downgrade_lab.core import dnssec, dnsval
 from downgrade_lab.core.dnszone import answer, build_zone, wire
 from downgrade_lab.core.model import Attack, DnsSpec, MessageSpec, ReceiverSpec, World
-from downgrade_lab.senders.builtin.dnssecclient import ValidatingResolver
+from downgrade_lab.senders.builtin.dnssecclient import ValidatingResolver, _Signed
 from downgrade_lab.senders.env import LabEnv
 from downgrade_lab.services.dns import DnsServer
 from tests.purity import imported_roots, loaded_by_importing
@@ -103,6 +103,58 @@ def test_validation(keys: dnssec.LabKeys, attacks: tuple[Attack, ...], dane: dic
                     name: str, rdtype: str, security: str) -> None:
     result = validate(signed(keys, attacks, **dane), keys, name, rdtype)
     assert result.security == security, result.why
+
+
+def validate_parsed(zone: Any, keys: dnssec.LabKeys, name: str, rdtype: str, now: float,
+                    replies: dict[tuple[str, str], dns.message.Message | None]) -> dnsval.Lookup:
+    """`validate`, each reply parsed once into `replies`: lookup after lookup the validator
+    is handed the same objects, as the reference sender's client hands them over."""
+    steps = dnsval.lookup(dnsval.parse_anchor(keys.anchor_text()), name,
+                          dns.rdatatype.from_text(rdtype), now)
+    try:
+        query = next(steps)
+        while True:
+            q = (query[0].to_text(), dns.rdatatype.to_text(dns.rdatatype.RdataType(query[1])))
+            if q not in replies:
+                replies[q] = ask(zone, *q)
+            query = steps.send(replies[q])
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+DAY = 86400
+# (id, attacks of the second zone or None for the first one's replies again, when, security,
+# why): what a validation remembered by identity must still decide
+REMEMBERED = [
+    ("the same replies again", None, NOW, "secure", ""),
+    ("the same replies a second later", None, NOW + 1, "secure", ""),
+    ("the same replies past their expiry", None, NOW + dnssec.LIFETIME_S + DAY, "bogus",
+     "signature invalid"),
+    ("the same replies before their inception", None, NOW - dnssec.SKEW_S - DAY, "bogus",
+     "signature invalid"),
+    ("a forged TLSA after the honest one", (Attack("forge-tlsa"),), NOW, "bogus",
+     "signature invalid"),
+    ("a stripped RRSIG after the honest one", (Attack("strip-rrsig"),), NOW, "bogus", "no RRSIG"),
+]
+
+
+@pytest.mark.parametrize(("attacks", "when", "security", "why"), [c[1:] for c in REMEMBERED],
+                         ids=[c[0] for c in REMEMBERED])
+def test_a_remembered_validation_decides_as_a_new_one(
+        keys: dnssec.LabKeys, attacks: tuple[Attack, ...] | None, when: float, security: str,
+        why: str) -> None:
+    honest = signed(keys)
+    replies: dict[tuple[str, str], dns.message.Message | None] = {}
+    first = validate_parsed(honest, keys, TLSA1, "TLSA", NOW, replies)
+    assert first.security == "secure", first.why
+    zone = honest if attacks is None else signed(keys, attacks)
+    again = validate_parsed(zone, keys, TLSA1, "TLSA", when,
+                            replies if attacks is None else {})
+    assert (again.security, why in again.why) == (security, True), again.why
+    # and what a fresh validator, remembering nothing, says of the same
+    dnsval._VERIFIED.clear()
+    fresh = validate_parsed(zone, keys, TLSA1, "TLSA", when, {})
+    assert (fresh.security, fresh.why) == (again.security, again.why)
 
 
 def test_tlsa_data_is_served(keys: dnssec.LabKeys) -> None:
@@ -200,6 +252,37 @@ async def test_resolver_over_udp(keys: dnssec.LabKeys, attacks: tuple[Attack, ..
         resp = await dns.asyncquery.udp(q, "127.0.0.1", port=server.port, timeout=2)
         assert resp.flags & dns.flags.AA
         assert resp.ednsflags & dns.flags.DO
+
+
+def _reply_to(query: dns.message.Message, **change: Any) -> bytes:
+    reply = dns.message.make_response(query)
+    for name, value in change.items():
+        setattr(reply, name, value)
+    return reply.to_wire()
+
+
+# (id, bytes arriving for the question `example.test. MX`, read as its reply)
+REPLIES = [
+    ("its reply", lambda q: _reply_to(q), True),
+    ("the same bytes under another ID", lambda q: _reply_to(q, id=(q.id + 1) % 65536), False),
+    ("the question itself, not a response", lambda q: q.to_wire(), False),
+    ("a reply to another question",
+     lambda q: _reply_to(dns.message.make_query("example.test.", "TXT", id=q.id)), False),
+    ("garbage under its ID", lambda q: q.to_wire()[:2] + b"\x81\x80\xff", False),
+    ("nothing past the ID", lambda q: q.to_wire()[:2], False),
+]
+
+
+@pytest.mark.parametrize(("arriving", "taken"), [c[1:] for c in REPLIES],
+                         ids=[c[0] for c in REPLIES])
+def test_the_validating_client_takes_only_its_reply(arriving: Any, taken: bool) -> None:
+    ask = _Signed((dns.name.from_text("example.test."), dns.rdatatype.MX))
+    data = arriving(ask.query)
+    got = ask.reply(data)
+    assert (got is not None) == taken
+    if taken:  # parsed once: the same bytes again are the same reply
+        assert got is not None and ask.reply(data) is got
+        assert got.question == ask.query.question
 
 
 # ---- an independent validator: unbound, as the real DANE senders will use it ----------------

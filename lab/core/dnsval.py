@@ -93,11 +93,40 @@ def _verify(rrset: dns.rrset.RRset, resp: dns.message.Message, section: Sequence
     if sigs is None:
         raise _Bogus(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}: no RRSIG "
                      f"although {zone} is signed")
+    failure = _validated(rrset, sigs, zone, keys, now)
+    if failure is not None:
+        raise _Bogus(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}: "
+                     f"signature invalid ({failure})")
+
+
+# What dnspython's `validate` said of an RRset, its RRSIGs and the zone's keys, by the identity
+# of those objects (kept with the answer, so no id is reused while it is remembered). A shell
+# that parses each distinct reply once (the reference sender's) hands the chain's DS, DNSKEY
+# and NSEC sets over as the same objects lookup after lookup. Only what was decided with `now`
+# inside every signature's validity window is kept, and used only while `now` is inside them
+# again: there the answer depends on the records and signatures alone, which are the same.
+_VERIFIED: dict[tuple[object, ...], tuple[tuple[object, ...], str | None]] = {}
+VERIFIED_MAX = 4096
+
+
+def _validated(rrset: dns.rrset.RRset, sigs: dns.rrset.RRset, zone: dns.name.Name,
+               keys: dns.rrset.RRset, now: float) -> str | None:
+    """None when a signature of `sigs` by one of `keys` validates `rrset`, else why not."""
+    held = (rrset, sigs, *keys)
+    key = (zone, *map(id, held))
+    timely = all(s.inception <= now <= s.expiration for s in sigs)
+    if timely and key in _VERIFIED:
+        was, failure = _VERIFIED[key]
+        if all(a is b for a, b in zip(was, held, strict=True)):
+            return failure
     try:
         dns.dnssec.validate(rrset, sigs, {zone: keys}, now=now)
+        failure = None
     except dns.exception.ValidationFailure as exc:
-        raise _Bogus(f"{rrset.name} {dns.rdatatype.to_text(rrset.rdtype)}: "
-                     f"signature invalid ({exc})") from None
+        failure = str(exc)
+    if timely and len(_VERIFIED) < VERIFIED_MAX:
+        _VERIFIED[key] = (held, failure)
+    return failure
 
 
 def _nsecs(resp: dns.message.Message, zone: dns.name.Name, keys: dns.rrset.RRset,

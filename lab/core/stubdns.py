@@ -95,6 +95,10 @@ class Question(Struct, frozen=True, dict=True):
             return None
         return reply
 
+    @staticmethod
+    def truncated(reply: dnslib.DNSRecord) -> bool:
+        return truncated(reply)
+
     @cached_property
     def _lower(self) -> tuple[bytes, ...]:
         return tuple(p.lower() for p in self.name)

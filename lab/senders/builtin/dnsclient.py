@@ -21,7 +21,7 @@ import asyncio
 import secrets
 import struct
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from ...core import stubdns
 from ...core.names import name_key
@@ -65,10 +65,26 @@ class LookupFailed(DnsError):
         super().__init__(name, rdtype, message)
 
 
+class Asking(Protocol):
+    """A question as the exchange needs it: its packet, what it asks for (for messages), and
+    how its reply is read (`stubdns.Question`; the validating client's, dnssecclient.py)."""
+
+    @property
+    def packet(self) -> bytes: ...
+
+    @property
+    def rdtype(self) -> str: ...
+
+    def reply(self, data: bytes) -> Any:
+        """`data` read if it is the reply to this question, else None (waited past)."""
+
+    def truncated(self, reply: Any) -> bool: ...
+
+
 class _Reply(asyncio.DatagramProtocol):
     """Waits on one UDP socket for the reply to `ask`; anything else that arrives is dropped."""
 
-    def __init__(self, ask: stubdns.Question) -> None:
+    def __init__(self, ask: Asking) -> None:
         self.ask = ask
         self.got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -101,8 +117,7 @@ class DnsClient:
             ask = stubdns.Question(secrets.randbelow(1 << 16), stubdns.labels(name), rdtype)
         except stubdns.BadName as exc:
             raise LookupFailed(name, rdtype, f"lookup failed: {exc}") from None
-        deadline = time.monotonic() + (self._lifetime if lifetime is None else lifetime)
-        reply = await self._exchange(name, ask, deadline)
+        reply = await self.exchange(name, ask, lifetime=lifetime)
         reading = stubdns.read(reply)
         if reading.kind == "records":
             return reading.records
@@ -112,9 +127,10 @@ class DnsClient:
             raise NoRecords(name, rdtype, reading.why)
         raise LookupFailed(name, rdtype, f"server failure: {reading.why}")
 
-    async def _exchange(self, name: str, ask: stubdns.Question, deadline: float) -> Any:
-        """The reply to `ask`: over UDP, tried again while the lifetime lasts, then over TCP
-        if it came truncated."""
+    async def exchange(self, name: str, ask: Asking, *, lifetime: float | None = None) -> Any:
+        """The reply to `ask` (about `name`), as `ask` reads it: over UDP, tried again while
+        the lifetime lasts, then over TCP if it came truncated. Raises `LookupFailed`."""
+        deadline = time.monotonic() + (self._lifetime if lifetime is None else lifetime)
         tries = 0
         while True:
             left = deadline - time.monotonic()
@@ -128,7 +144,7 @@ class DnsClient:
                 continue
             except OSError as exc:
                 raise LookupFailed(name, ask.rdtype, f"lookup failed: {exc!r}") from None
-            if not stubdns.truncated(reply):
+            if not ask.truncated(reply):
                 return reply
             try:
                 return await asyncio.wait_for(self._tcp(ask), deadline - time.monotonic())
@@ -138,7 +154,7 @@ class DnsClient:
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 raise LookupFailed(name, ask.rdtype, f"lookup failed over TCP: {exc!r}") from None
 
-    async def _udp(self, ask: stubdns.Question, *, wait_s: float) -> Any:
+    async def _udp(self, ask: Asking, *, wait_s: float) -> Any:
         loop = asyncio.get_running_loop()
         transport, proto = await loop.create_datagram_endpoint(
             lambda: _Reply(ask), remote_addr=self._server)
@@ -148,7 +164,7 @@ class DnsClient:
         finally:
             transport.close()
 
-    async def _tcp(self, ask: stubdns.Question) -> Any:
+    async def _tcp(self, ask: Asking) -> Any:
         reader, writer = await asyncio.open_connection(*self._server)
         try:
             packet = ask.packet
