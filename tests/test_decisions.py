@@ -187,6 +187,45 @@ def test_answers_keep_a_bounded_number_of_packets(monkeypatch: pytest.MonkeyPatc
     assert len(answers._served) == 2
 
 
+class _Signatures:  # stands for a zone's signed data: what answers_for tells apart is identity
+    def covers(self, qname: str) -> bool:
+        return False
+
+    def answer(self, zone: Zone, request: dnslib.DNSRecord) -> dnslib.DNSRecord | None:
+        return None
+
+
+SIGNED = _Signatures()
+
+
+@pytest.mark.parametrize(("first", "then", "shared"), [
+    pytest.param(ZONE, build_zone(WORLD, {MX1: "127.0.0.1", DEFAULT: "127.0.0.1"}), True,
+                 id="an equal zone built again"),
+    pytest.param(ZONE, ZONE, True, id="the same zone"),
+    pytest.param(ZONE, BIG_ZONE, False, id="another zone"),
+    pytest.param(ZONE, build_zone(WORLD, {MX1: "127.0.0.2", DEFAULT: "127.0.0.1"}), False,
+                 id="another address"),
+    pytest.param(replace(ZONE, signed=SIGNED), replace(ZONE, signed=_Signatures()), False,
+                 id="equal records, other signatures"),
+    pytest.param(replace(ZONE, signed=SIGNED), replace(ZONE, signed=SIGNED), True,
+                 id="equal records, the same signatures"),
+    pytest.param(ZONE, replace(ZONE, signed=SIGNED), False, id="unsigned, then signed"),
+])
+def test_zones_share_answers_only_when_they_answer_alike(first: Zone, then: Zone,
+                                                         shared: bool) -> None:
+    assert (dnsserve.answers_for(first) is dnsserve.answers_for(then)) is shared
+    assert dnsserve.answers_for(then).zone == then
+
+
+def test_answers_are_kept_for_a_bounded_number_of_zones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dnsserve, "ZONES_MAX", 2)
+    monkeypatch.setattr(dnsserve, "_SHARED", {})
+    kept = dnsserve.answers_for(ZONE)
+    assert dnsserve.answers_for(BIG_ZONE) is not kept and dnsserve.answers_for(ZONE) is kept
+    dnsserve.answers_for(replace(ZONE, signed=SIGNED))  # a third: the process starts again
+    assert len(dnsserve._SHARED) == 1 and dnsserve.answers_for(ZONE) is not kept
+
+
 # ---- the attacks' wiring: spoof-mx and the record's bare names --------------------------------
 def _step(*attacks: Attack, mx: tuple[str, ...] = (MX1,)) -> Step:
     return Step(0, replace(WORLD, dns=DnsSpec(mx=mx)), attack=attacks)

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from msgspec import Struct
 
-from ..core.dnsserve import Answers
+from ..core.dnsserve import answers_for
 from ..core.dnszone import ATTACKER_MX, Zone, answer, build_zone
 from ..errors import ServiceError
 from .base import Service, listening_address, require_lab_address
@@ -73,7 +73,8 @@ class DnsServer(Service):
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per TCP connection
         self._writers: set[asyncio.StreamWriter] = set()
-        self._answers = Answers(self.zone)  # serve(), remembered for the zone it answers from
+        self._answering = self.zone  # the zone `_answers` were taken for
+        self._answers = answers_for(self.zone)  # serve(), remembered for the zone
 
     def set_zone(self, zone: Zone) -> None:
         self.zone = zone
@@ -158,10 +159,12 @@ class DnsServer(Service):
     def respond(self, data: bytes, transport: str, client: str = "") -> bytes | None:
         """Bytes to send back for the packet `data` (None: send nothing), recording the query.
         What to answer, FORMERR or nothing is lab/core/dnsserve.py's `serve()`, through
-        `Answers`, which keeps what it made of each packet for the zone."""
+        `Answers`, which keeps what it made of each packet for the zone (`answers_for`: for
+        every equal zone of the process)."""
         arrived = time.time()
-        if self._answers.zone is not self.zone:
-            self._answers = Answers(self.zone)
+        if self._answering is not self.zone:
+            self._answering = self.zone
+            self._answers = answers_for(self.zone)
         try:
             served = self._answers.serve(data, transport)
         except Exception as exc:  # a bug of ours: stay silent, let check() tell
