@@ -552,11 +552,11 @@ def test_pure_imports_transitively() -> None:
 
 
 @pytest.mark.parametrize(("budget", "timeout"), [
-    (0.0, 3.0), (4.0, 3.0), (10.0, 5.0), (20.0, 10.0), (120.0, 60.0), (600.0, 60.0)])
-def test_the_reference_fetch_timeout_takes_half_the_budget_within_bounds(
+    (0.0, 3.0), (4.0, 3.0), (10.0, 4.0), (20.0, 8.0), (150.0, 60.0), (600.0, 60.0)])
+def test_the_reference_fetch_timeout_takes_a_share_of_the_budget_within_bounds(
         budget: float, timeout: float) -> None:
-    """F-06: about a minute at most; half the step's time, so a failed fetch still leaves time
-    to deliver with no policy (F-07); never under 3 s."""
+    """F-06: about a minute at most; 40 % of the step's time, so a failed fetch still leaves
+    time to deliver with no policy (F-07); never under 3 s."""
     from downgrade_lab.senders.builtin.reference import fetch_timeout
 
     assert fetch_timeout(budget) == timeout
