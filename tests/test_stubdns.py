@@ -60,6 +60,19 @@ def test_the_question_asks_once_with_recursion_and_no_edns() -> None:
     assert packet.ar == [] and packet.rr == []
 
 
+@pytest.mark.parametrize(("qid", "name", "rdtype"), [
+    (513, NAME, "TXT"), (0, NAME, "TXT"), (65535, NAME, "TXT"), (513, NAME, "MX"),
+    (513, "mx1.example.test", "A"), (513, "MX1.Example.TEST", "A")])
+def test_a_question_asked_again_is_packed_as_dnslib_packs_it(qid: int, name: str,
+                                                            rdtype: str) -> None:
+    first = stubdns.Question(1, stubdns.labels(NAME), "TXT").packet  # one packed before it
+    packet = stubdns.Question(qid, stubdns.labels(name), rdtype).packet
+    made = DNSRecord(DNSHeader(id=qid, rd=1), q=DNSQuestion(DNSLabel(stubdns.labels(name)),
+                                                          getattr(QTYPE, rdtype)))
+    assert packet == bytes(made.pack())
+    assert (packet == first) is ((qid, name, rdtype) == (1, NAME, "TXT"))
+
+
 ASK = stubdns.Question(7, stubdns.labels(NAME), "TXT")
 
 

@@ -63,6 +63,12 @@ def labels(name: str) -> tuple[bytes, ...]:
     return parts
 
 
+# (labels, type) -> the question's packet under ID 0: packed by dnslib once, then given each
+# asker's ID (the ID is the packet's first two bytes, RFC 1035 §4.1.1)
+_PACKED: dict[tuple[tuple[bytes, ...], str], bytes] = {}
+PACKED_MAX = 4096
+
+
 class Question(Struct, frozen=True, dict=True):
     """One question to ask: `qid` is the packet's id, `name` the wire labels."""
 
@@ -75,10 +81,16 @@ class Question(Struct, frozen=True, dict=True):
         """The query: one question, recursion desired, no EDNS (as dnspython's resolver asks
         by default: an answer over 512 octets comes truncated and is asked again over TCP).
         Made once, for every try over UDP and the one over TCP."""
-        q = dnslib.DNSRecord(dnslib.DNSHeader(id=self.qid, rd=1),
-                             q=dnslib.DNSQuestion(dnslib.DNSLabel(self.name),
-                                                  QTYPES[self.rdtype]))
-        return bytes(q.pack())
+        key = (self.name, self.rdtype)
+        packed = _PACKED.get(key)
+        if packed is None:
+            q = dnslib.DNSRecord(dnslib.DNSHeader(id=0, rd=1),
+                                 q=dnslib.DNSQuestion(dnslib.DNSLabel(self.name),
+                                                      QTYPES[self.rdtype]))
+            packed = bytes(q.pack())
+            if len(_PACKED) < PACKED_MAX:
+                _PACKED[key] = packed
+        return self.qid.to_bytes(2, "big") + packed[2:]
 
     def reply(self, data: bytes) -> dnslib.DNSRecord | None:
         """`data` parsed if it is the reply to this question (the same id, a response, the

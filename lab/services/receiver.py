@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import ssl
 import time
@@ -140,6 +141,11 @@ class _Handler:
             return "454 4.7.0 TLS handshake failed"
         self._receiver.record_error(error)
         return "451 4.3.0 Receiver error"
+
+
+# aiosmtpd reads the EHLO hook's signature at every connection (its 4- or 5-argument form):
+# worked out once here, it is looked up instead (inspect.signature takes `__signature__`).
+_Handler.handle_EHLO.__signature__ = inspect.signature(_Handler.handle_EHLO)  # type: ignore[attr-defined]
 
 
 class Receiver(Service):
