@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +116,24 @@ def test_workers_progress_counts_every_pair_of_the_run(tmp_path: Path) -> None:
     assert {line.split("[")[1].split("]")[0] for line in lines} == {"reference", "opportunistic"}
 
 
+def _share(path: Path, pairs: Sequence[PairRecord]) -> None:
+    from downgrade_lab.harness.workers import ShareWriter
+
+    writer = ShareWriter(path)
+    for pair in pairs:
+        writer.add(pair)
+    writer.close()
+
+
 def test_a_share_reads_back_as_the_record_it_was(tmp_path: Path) -> None:
-    from downgrade_lab.harness.workers import read_share, write_share
+    from downgrade_lab.harness.workers import ShareReader
 
     pairs = (PairRecord("a/b", "reference", "PASS", ""), PairRecord("a/c", "x", "SKIP", "caf\u00e9"))
     record = RunRecord(pairs, 1.5, __version__)
-    write_share(tmp_path / "share", record)
-    back = read_share(tmp_path / "share")
+    _share(tmp_path / "share", pairs)
+    back = RunRecord(tuple(ShareReader(tmp_path / "share").pairs()), 1.5, __version__)
     assert back == record and not (tmp_path / "share.part").exists()
+    assert (tmp_path / "share").stat().st_mode & 0o777 == 0o600
     # each pair's texts come made by the worker, and are what the outer would make
     assert all("encoded" in p.__dict__ for p in back.results)
     assert [p.encoded for p in back.results] == [PairRecord(*astuple(p)).encoded
@@ -130,18 +141,61 @@ def test_a_share_reads_back_as_the_record_it_was(tmp_path: Path) -> None:
     assert back.to_text() == dumps_record(record.to_json())
 
 
-@pytest.mark.parametrize("share", [
-    {"results": []},  # not a share at all
-    RunRecord((), 1.5),  # a record without its texts
-    (RunRecord((PairRecord("a/b", "r", "PASS", ""),), 1.5), []),  # texts missing
-    (RunRecord((PairRecord("a/b", "r", "PASS", ""),), 1.5), [("x", "y", "z")]),  # not texts
-], ids=["dict", "bare-record", "too-few-texts", "wrong-texts"])
-def test_what_is_not_a_workers_share_is_refused(tmp_path: Path, share: object) -> None:
-    from downgrade_lab.harness.workers import read_share
+def test_the_outer_reads_a_share_while_it_grows(tmp_path: Path) -> None:
+    from downgrade_lab.harness.workers import ShareReader, ShareWriter
 
-    (tmp_path / "other").write_bytes(pickle.dumps(share))
+    path = tmp_path / "share"
+    reader = ShareReader(path)
+    reader.poll()  # nothing written yet: nothing read, no error
+    writer = ShareWriter(path)
+    seen = []
+    for k in range(3):
+        writer.add(PairRecord(f"a/{k}", "reference", "PASS", ""))
+        reader.poll()
+        seen.append(len(reader._pairs))
+    with (tmp_path / "share.part").open("ab") as f:  # half a frame: waits for the rest
+        f.write((1000).to_bytes(8, "big") + b"x")
+    reader.poll()
+    reader.close()
+    os.close(writer._fd)
+    assert seen == [1, 2, 3] and len(reader._pairs) == 3 and not reader.done
+
+
+@pytest.mark.parametrize("damage", ["no-end", "torn-frame", "not-pickle", "not-a-pair",
+                                    "count-off", "after-end"])
+def test_what_is_not_a_workers_share_is_refused(tmp_path: Path, damage: str) -> None:
+    from downgrade_lab.harness.workers import ShareReader
+
+    path = tmp_path / "share"
+    one = [PairRecord("a/b", "r", "PASS", "")]
+
+    def frame(value: object) -> bytes:
+        data = value if isinstance(value, bytes) else pickle.dumps(value)
+        return len(data).to_bytes(8, "big") + data
+
+    if damage == "no-end":  # a worker that died after its pair: its file never renamed
+        from downgrade_lab.harness.workers import ShareWriter
+
+        writer = ShareWriter(path)
+        writer.add(one[0])
+        os.close(writer._fd)
+        (tmp_path / "share.part").rename(path)
+    else:
+        _share(path, one)
+        data = path.read_bytes()
+        first = 8 + int.from_bytes(data[:8], "big")
+        if damage == "torn-frame":
+            path.write_bytes(data[:-3])
+        elif damage == "not-pickle":
+            path.write_bytes(frame(b"\x80not a pickle") + data)
+        elif damage == "not-a-pair":
+            path.write_bytes(frame(("x", "y", "z")) + data)
+        elif damage == "count-off":
+            path.write_bytes(data[:first] + frame(("end", 2)))
+        else:
+            path.write_bytes(data + frame(("end", 1)))
     with pytest.raises(LabError, match="not a worker's record"):
-        read_share(tmp_path / "other")
+        ShareReader(path).pairs()
 
 
 def cells(record: dict[str, Any]) -> list[tuple[str, str, str, list[str]]]:

@@ -553,18 +553,18 @@ def _run_workers(args: argparse.Namespace, scenarios: list[Scenario], senders: l
 def _work_share(scenarios: list[Scenario], senders: list[str], jobs: int, env: Environment,
                 topology: Topology, n: int, out: Path, *, capture: bool) -> ExitStatus:
     """One of a run's `n` workers: its pairs, claimed as its slots get free, and its record
-    in `out` for the outer process (`workers.write_share`)."""
+    in `out` for the outer process (`workers.ShareWriter`)."""
     from ..core.selection import claim_plan
-    from ..harness.workers import Claims, write_share
+    from ..harness.workers import Claims, ShareWriter
 
     slots = n * (1 if topology.isolated else jobs)  # the slots of every worker of the run
     claims = Claims(out.parent, claim_plan(scenarios, senders, slots))
-    # Each pair's texts for the share are made as it finishes, while the worker's other pairs
-    # run (or wait on a silent peer), not all after the last one.
+    # Each pair goes to the share as it finishes, its texts made then, while the worker's other
+    # pairs run (or wait on a silent peer): the outer reads it meanwhile.
+    share = ShareWriter(out)
     done = asyncio.run(_run_with_progress(scenarios, senders, jobs, env, capture=capture,
-                                          topology=topology, claim=claims,
-                                          then=lambda result: result.encoded))
-    write_share(out, done)
+                                          topology=topology, claim=claims, then=share.add))
+    share.close()
     return ExitStatus(done.exit_code())
 
 
